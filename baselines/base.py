@@ -1,0 +1,118 @@
+"""The baseline-policy interface shared by every environment family.
+
+A baseline answers ``predict(observation)`` exactly like a Stable-Baselines3
+model, so train.py, the evaluation harness and user code treat trained agents
+and baselines the same way.  Observations may be one observation or a batch.
+
+Some baselines are *oracles*: the upper bound of ASP selection knows the hidden
+quality curves, the perfect-CSI optimiser of RIS/ISAC knows the true channel.
+They read what they need from the kernel they act on; :meth:`Baseline.attach`
+binds them to an environment view (single env, vector env, SB3 VecEnv or the
+kernel itself), and the evaluation harness does that for you.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from gentwin.envs.core import BatchedKernel
+
+
+def kernel_of(env: Any) -> BatchedKernel:
+    """The batched kernel behind any gentwin view (also through Gymnasium wrappers)."""
+    if isinstance(env, BatchedKernel):
+        return env
+    seen = env
+    for _ in range(32):
+        kernel = getattr(seen, "kernel", None)
+        if isinstance(kernel, BatchedKernel):
+            return kernel
+        inner = getattr(seen, "env", None) or getattr(seen, "venv", None) or getattr(seen, "unwrapped", None)
+        if inner is None or inner is seen:
+            break
+        seen = inner
+    raise TypeError(f"{type(env).__name__} is not a gentwin environment (no batched kernel found)")
+
+
+class Baseline:
+    """A fixed policy with SB3's ``predict`` signature.
+
+    Subclasses implement :meth:`act` on a batch of observations ``(B, ...)``.
+    Oracles set ``requires_kernel = True`` and read ``self.kernel``; they must be
+    attached to the environment whose observations they receive.
+    """
+
+    name: str = "baseline"
+    requires_kernel: bool = False
+
+    def __init__(self, env: Any, seed: int | None = None):
+        self.kernel: BatchedKernel = kernel_of(env)
+        self.params = self.kernel.params
+        self.observation_space = self.kernel.single_observation_space
+        self.action_space = self.kernel.single_action_space
+        self.rng = np.random.default_rng(seed)
+
+    def attach(self, env: Any) -> "Baseline":
+        """Act on ``env`` from now on (oracles read its true state)."""
+        kernel = kernel_of(env)
+        if kernel.params != self.params:
+            raise ValueError(
+                f"{self.name}: cannot attach to an environment with different params "
+                f"({kernel.params}) than it was built for ({self.params})"
+            )
+        self.kernel = kernel
+        return self
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget any per-episode memory (round-robin pointers and the like)."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, None]:
+        obs = np.asarray(observation)
+        single = obs.shape == self.observation_space.shape
+        batch = obs[None] if single else obs
+        if self.requires_kernel and batch.shape[0] != self.kernel.num_envs:
+            raise ValueError(
+                f"{self.name} is an oracle attached to {self.kernel.num_envs} instance(s) but got "
+                f"{batch.shape[0]} observation(s): attach it to the environment it acts on"
+            )
+        actions = self.act(batch)
+        return (actions[0] if single else actions), None
+
+
+def baseline_module(env_id: str):
+    """The ``gentwin.baselines`` module of the family behind ``env_id``.
+
+    Convention: ``gentwin.envs.<family>`` has its baselines in
+    ``gentwin.baselines.<family>``, which defines ``BASELINES`` (name -> class)
+    and ``UPPER_BOUND`` (the name of the upper bound / exact optimum, or None).
+    """
+    import gentwin  # noqa: F401  (registers the ids)
+
+    spec = gym.spec(env_id)
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else spec.entry_point.__module__
+    family = entry.split(":")[0].rsplit(".", 1)[-1]
+    return importlib.import_module(f"gentwin.baselines.{family}")
+
+
+def get_baselines(env_id: str) -> dict[str, type[Baseline]]:
+    """Baseline classes of ``env_id`` by name."""
+    return dict(baseline_module(env_id).BASELINES)
+
+
+def upper_bound_name(env_id: str) -> str | None:
+    """Name of the upper-bound / exact-optimum baseline of ``env_id`` (or None)."""
+    return getattr(baseline_module(env_id), "UPPER_BOUND", None)

@@ -1,0 +1,443 @@
+"""AIGC service-provider (ASP) selection: ``gentwin/AspSelection-v0``.
+
+Source: seed 002, paper 1, section V-B ("AIGC Service Provider Selection",
+``sed -n 633,670p ../shared/seeds/002_0c06d0e91042d4e2.txt``) and its source, the
+D2SAC paper (Du et al., "Diffusion-based reinforcement learning for edge-enabled
+AI-generated content services", IEEE TMC 2024, ref. [138] of the survey).
+
+Description
+-----------
+A market of ``I`` edge ASPs serves a stream of AIGC tasks.  ASP ``i`` can run at
+most ``C_i`` denoising steps at once (its capacity) and has a *hidden* quality
+curve ``q_i(t)`` for a task that asks for ``t`` denoising steps::
+
+    q_i(t) = 0                                   t <  a_x
+           = (b_y - a_y) (t - a_x) / (b_x - a_x)  a_x <= t <= b_x
+           = b_y - a_y                           t >  b_x
+
+with ``a_x ~ U{0,10,..,90}``, ``a_y ~ U{0,.05,..,.45}``, ``b_x ~ U{150,..,240}``,
+``b_y ~ U{.5,.55,..,.95}``.  The market (capacities and curves) is drawn once from
+``params.market_seed``: every instance of every batch built with the same params
+faces the same ASPs, which is what lets an agent learn them.  Episode seeds
+change only the task stream.
+
+Tasks arrive as a Poisson process of rate ``arrival_rate_per_s`` (default
+0.0015 /s, the D2SAC code's value); an episode is ``tasks_per_episode`` arrivals
+(default 1000, the paper's "1,000 tasks").  A task asks for ``t`` steps, drawn
+uniformly from ``demand_choices`` ({100, 110, .., 250}), and runs for
+``runtime(t) = (0.001 t^2 + 2.5 t - 14) * 60`` seconds, holding ``t`` units of
+its ASP's capacity until it finishes.
+
+Action Space
+------------
+``Discrete(I)``: the ASP that serves the arriving task.  ``action_masks()``
+returns the ASPs with at least ``t`` free capacity (all ASPs when none has).
+
+Observation Space
+-----------------
+``Box(0, 1, (2 I + 2,), float32)``:
+
+=================  ============================================
+index              meaning
+=================  ============================================
+``0 .. I-1``       ``C_i / capacity_max``
+``I .. 2I-1``      ``free_i / C_i`` (free capacity share)
+``2I``             ``t / t_max`` of the arriving task
+``2I + 1``         ``runtime(t) / runtime(t_max)``
+=================  ============================================
+
+The quality curves are not observed.  After the last arrival the task entries
+are 0 (no task is waiting).
+
+Rewards
+-------
+If the chosen ASP has ``free_i >= t`` the task runs and the reward is
+``q_i(t)``.  Otherwise the ASP crashes: every task running on it is
+terminated, the arriving task is lost, the ASP restarts empty, and the reward is
+``-(crash_base_penalty + crash_progress_penalty * sum_killed (1 - progress))``
+(defaults 2 and 2), where ``progress = elapsed / runtime`` of each killed task.
+
+Starting State
+--------------
+All ASPs idle; the first task has arrived.
+
+Episode End
+-----------
+Never terminated; truncated after ``tasks_per_episode`` assignments (a time
+limit: the task stream would continue).
+
+Arguments
+---------
+``gym.make("gentwin/AspSelection-v0", params="reference")`` selects a preset;
+field overrides go as keyword arguments (``num_asps=10``).  Presets:
+
+* ``survey`` (default): capacity uniform in 600..1500 (the survey's text).
+* ``reference``: capacity from {400, 500, .., 900} (the D2SAC code).
+
+Info
+----
+Per step: ``quality`` (0 on a crash), ``crashed``, ``killed_tasks``,
+``feasible`` (whether the chosen ASP had room), and running totals
+``arrived``, ``finished``, ``killed``, ``dropped``, ``running`` with
+``arrived == finished + killed + dropped + running``.  At episode end,
+``episode_summary``: ``return``, ``length``, ``utility`` (total quality),
+``crashes``, ``crashed_tasks`` (killed + dropped), ``crash_rate`` (crashes per
+task), ``finished``, ``killed``, ``dropped``, ``running``.
+
+Version History
+---------------
+* v0: initial release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+from gentwin.envs.core import (
+    BatchedKernel,
+    KernelEnv,
+    KernelVectorEnv,
+    check_field,
+)
+
+__all__ = [
+    "AspMarket",
+    "AspSelectionEnv",
+    "AspSelectionKernel",
+    "AspSelectionParams",
+    "AspSelectionVectorEnv",
+    "PRESETS",
+    "draw_market",
+    "quality_curve",
+    "task_runtime_s",
+]
+
+
+def task_runtime_s(demand: np.ndarray, runtime_scale_s: float = 60.0) -> np.ndarray:
+    """Run time of a task asking for ``demand`` denoising steps (D2SAC code)."""
+    demand = np.asarray(demand, dtype=np.float64)
+    return (0.001 * demand**2 + 2.5 * demand - 14.0) * runtime_scale_s
+
+
+def quality_curve(demand, a_x, a_y, b_x, b_y) -> np.ndarray:
+    """``q(t)``: 0 below ``a_x``, linear up to ``b_y - a_y`` at ``b_x``, flat above."""
+    demand = np.asarray(demand, dtype=np.float64)
+    ramp = (b_y - a_y) * (demand - a_x) / (b_x - a_x)
+    return np.where(demand < a_x, 0.0, np.where(demand > b_x, b_y - a_y, ramp))
+
+
+@dataclass(frozen=True)
+class AspSelectionParams:
+    """Static configuration of the ASP market and task stream (validated)."""
+
+    num_asps: int = 20
+    capacity_min: int = 600
+    capacity_max: int = 1500
+    capacity_step: int = 1
+    demand_choices: tuple[int, ...] = tuple(range(100, 251, 10))
+    tasks_per_episode: int = 1000
+    arrival_rate_per_s: float = 0.0015
+    #: Seconds per runtime unit: runtime(t) = (0.001 t^2 + 2.5 t - 14) * runtime_scale_s.
+    runtime_scale_s: float = 60.0
+    crash_base_penalty: float = 2.0
+    crash_progress_penalty: float = 2.0
+    a_x_choices: tuple[float, ...] = tuple(range(0, 100, 10))
+    a_y_choices: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(10))
+    b_x_choices: tuple[float, ...] = tuple(range(150, 250, 10))
+    b_y_choices: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
+    #: Seed of the ASP market (capacities and quality curves), fixed per environment.
+    market_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_field(self, "num_asps", low=1, high=10_000, integer=True)
+        check_field(self, "capacity_min", low=1, integer=True)
+        check_field(self, "capacity_max", low=self.capacity_min, integer=True)
+        check_field(self, "capacity_step", low=1, integer=True)
+        check_field(self, "demand_choices", low=1, integer=True)
+        check_field(self, "tasks_per_episode", low=1, high=10_000_000, integer=True)
+        check_field(self, "arrival_rate_per_s", low=0.0, low_inclusive=False)
+        check_field(self, "runtime_scale_s", low=0.0, low_inclusive=False)
+        check_field(self, "crash_base_penalty", low=0.0)
+        check_field(self, "crash_progress_penalty", low=0.0)
+        check_field(self, "a_x_choices", low=0.0)
+        check_field(self, "a_y_choices", low=0.0)
+        check_field(self, "b_x_choices", low=0.0)
+        check_field(self, "b_y_choices", low=0.0)
+        check_field(self, "market_seed", low=0, integer=True)
+        if max(self.a_x_choices) >= min(self.b_x_choices):
+            raise ValueError(
+                f"AspSelectionParams.b_x_choices = {self.b_x_choices!r} is invalid: every b_x "
+                f"must exceed every a_x (max a_x = {max(self.a_x_choices)})"
+            )
+        if max(self.a_y_choices) > min(self.b_y_choices):
+            raise ValueError(
+                f"AspSelectionParams.b_y_choices = {self.b_y_choices!r} is invalid: every b_y "
+                f"must be >= every a_y (max a_y = {max(self.a_y_choices)})"
+            )
+        if min(task_runtime_s(np.asarray(self.demand_choices), self.runtime_scale_s)) <= 0:
+            raise ValueError(
+                f"AspSelectionParams.demand_choices = {self.demand_choices!r} is invalid: "
+                f"runtime(t) = (0.001 t^2 + 2.5 t - 14) * scale must be positive, i.e. t >= 6"
+            )
+
+
+PRESETS: dict[str, AspSelectionParams] = {
+    "survey": AspSelectionParams(),
+    "reference": AspSelectionParams(capacity_min=400, capacity_max=900, capacity_step=100),
+}
+
+
+@dataclass(frozen=True)
+class AspMarket:
+    """The ASPs of one environment: capacities and hidden quality-curve parameters."""
+
+    capacity: np.ndarray  # (I,) int
+    a_x: np.ndarray
+    a_y: np.ndarray
+    b_x: np.ndarray
+    b_y: np.ndarray
+    #: quality[i, j] = q_i(demand_choices[j])
+    quality: np.ndarray
+
+
+def draw_market(params: AspSelectionParams) -> AspMarket:
+    """Draw the ASP market from ``params.market_seed`` (independent of episode seeds)."""
+    rng = np.random.default_rng(params.market_seed)
+    capacities = np.arange(params.capacity_min, params.capacity_max + 1, params.capacity_step)
+    n = params.num_asps
+    capacity = rng.choice(capacities, size=n).astype(np.int64)
+    a_x = rng.choice(np.asarray(params.a_x_choices, dtype=np.float64), size=n)
+    a_y = rng.choice(np.asarray(params.a_y_choices, dtype=np.float64), size=n)
+    b_x = rng.choice(np.asarray(params.b_x_choices, dtype=np.float64), size=n)
+    b_y = rng.choice(np.asarray(params.b_y_choices, dtype=np.float64), size=n)
+    demand = np.asarray(params.demand_choices, dtype=np.float64)
+    quality = quality_curve(demand[None, :], a_x[:, None], a_y[:, None], b_x[:, None], b_y[:, None])
+    return AspMarket(capacity, a_x, a_y, b_x, b_y, quality)
+
+
+class AspSelectionKernel(BatchedKernel):
+    """Batched ASP-selection dynamics (see the module docstring for the MDP).
+
+    Each instance's episode (arrival times and demands) is drawn at reset from
+    its own generator; the step is array code over the batch.  Running tasks
+    are tracked per ASP by aggregates (used capacity, count, and the two sums
+    that give the crash penalty's remaining-work term in closed form); finished
+    tasks are released in end-time order, and a per-ASP crash epoch marks tasks
+    killed by a crash so that their later release is ignored.
+    """
+
+    params_class = AspSelectionParams
+    presets = PRESETS
+
+    def __init__(self, params: AspSelectionParams | str | None = None, num_envs: int = 1):
+        super().__init__(params, num_envs)
+        p = self.params
+        self.market = draw_market(p)
+        self.demand_values = np.asarray(p.demand_choices, dtype=np.int64)
+        self.runtime_values = task_runtime_s(self.demand_values, p.runtime_scale_s)
+        self.demand_max = int(self.demand_values.max())
+        self.runtime_max = float(self.runtime_values.max())
+        B, I, N = self.num_envs, p.num_asps, p.tasks_per_episode
+        # Episode draws, one row per instance.
+        self.arrival_s = np.zeros((B, N))
+        self.demand_idx = np.zeros((B, N), dtype=np.int64)
+        self.end_s = np.zeros((B, N))
+        self.release_order = np.zeros((B, N), dtype=np.int64)
+        # release_count[b, n]: tasks of the episode that have ended by the arrival of task n.
+        self.release_count = np.zeros((B, N + 1), dtype=np.int64)
+        # Dynamic state.
+        self.task = np.zeros(B, dtype=np.int64)  # index of the task awaiting assignment
+        self.release_ptr = np.zeros(B, dtype=np.int64)
+        self.assigned_asp = np.full((B, N), -1, dtype=np.int64)
+        self.task_epoch = np.zeros((B, N), dtype=np.int64)
+        self.epoch = np.zeros((B, I), dtype=np.int64)
+        self.used = np.zeros((B, I), dtype=np.int64)
+        self.running = np.zeros((B, I), dtype=np.int64)
+        # sum over running tasks of end/runtime and 1/runtime: sum(1 - progress) = s1 - now * s2.
+        self.sum_end_over_runtime = np.zeros((B, I))
+        self.sum_inv_runtime = np.zeros((B, I))
+        # Episode counters.
+        self.finished = np.zeros(B, dtype=np.int64)
+        self.killed = np.zeros(B, dtype=np.int64)
+        self.dropped = np.zeros(B, dtype=np.int64)
+        self.crashes = np.zeros(B, dtype=np.int64)
+        self.utility = np.zeros(B)
+        self._batch = np.arange(B)
+        self._obs = np.zeros((B, 2 * I + 2), dtype=np.float32)
+        self._obs[:, :I] = self.market.capacity / p.capacity_max
+
+    def _build_spaces(self):
+        I = self.params.num_asps
+        obs = spaces.Box(0.0, 1.0, shape=(2 * I + 2,), dtype=np.float32)
+        return obs, spaces.Discrete(I)
+
+    # -- reset -----------------------------------------------------------------
+    def _reset_instances(self, idx: np.ndarray) -> None:
+        p = self.params
+        N = p.tasks_per_episode
+        n_demands = len(self.demand_values)
+        for i in idx:  # reset path: one generator per instance (see envs/core.py)
+            rng = self.rngs[i]
+            arrival = np.cumsum(rng.exponential(1.0 / p.arrival_rate_per_s, size=N))
+            demand_idx = rng.integers(0, n_demands, size=N)
+            end = arrival + self.runtime_values[demand_idx]
+            order = np.argsort(end, kind="stable")
+            self.arrival_s[i] = arrival
+            self.demand_idx[i] = demand_idx
+            self.end_s[i] = end
+            self.release_order[i] = order
+            self.release_count[i, :N] = np.searchsorted(end[order], arrival, side="right")
+            # After the last task no more releases happen within the episode.
+            self.release_count[i, N] = self.release_count[i, N - 1]
+        self.task[idx] = 0
+        self.release_ptr[idx] = 0
+        self.assigned_asp[idx] = -1
+        self.task_epoch[idx] = 0
+        self.epoch[idx] = 0
+        self.used[idx] = 0
+        self.running[idx] = 0
+        self.sum_end_over_runtime[idx] = 0.0
+        self.sum_inv_runtime[idx] = 0.0
+        self.finished[idx] = 0
+        self.killed[idx] = 0
+        self.dropped[idx] = 0
+        self.crashes[idx] = 0
+        self.utility[idx] = 0.0
+
+    # -- observation -------------------------------------------------------------
+    def free_capacity(self) -> np.ndarray:
+        """Free capacity ``(B, I)`` of every ASP now."""
+        return self.market.capacity[None, :] - self.used
+
+    def current_demand(self) -> np.ndarray:
+        """Demand ``t`` of the waiting task per instance (0 after the last arrival)."""
+        n = np.minimum(self.task, self.params.tasks_per_episode - 1)
+        t = self.demand_values[self.demand_idx[self._batch, n]]
+        return np.where(self.task < self.params.tasks_per_episode, t, 0)
+
+    def _observe(self) -> np.ndarray:
+        I = self.params.num_asps
+        obs = self._obs
+        obs[:, I : 2 * I] = self.free_capacity() / self.market.capacity
+        n = np.minimum(self.task, self.params.tasks_per_episode - 1)
+        didx = self.demand_idx[self._batch, n]
+        waiting = self.task < self.params.tasks_per_episode
+        obs[:, 2 * I] = np.where(waiting, self.demand_values[didx] / self.demand_max, 0.0)
+        obs[:, 2 * I + 1] = np.where(waiting, self.runtime_values[didx] / self.runtime_max, 0.0)
+        return obs.copy()
+
+    def action_masks(self) -> np.ndarray:
+        feasible = self.free_capacity() >= self.current_demand()[:, None]
+        none = ~feasible.any(axis=1)
+        feasible[none] = True  # every choice crashes: all are equally allowed
+        return feasible
+
+    # -- step -----------------------------------------------------------------------
+    def _step(self, actions: np.ndarray):
+        p = self.params
+        b = self._batch
+        asp = actions
+        n = self.task
+        didx = self.demand_idx[b, n]
+        demand = self.demand_values[didx]
+        runtime = self.runtime_values[didx]
+        now = self.arrival_s[b, n]
+        free = self.market.capacity[asp] - self.used[b, asp]
+        feasible = free >= demand
+
+        # Crash: the penalty counts the remaining work share of every killed task.
+        remaining = self.sum_end_over_runtime[b, asp] - now * self.sum_inv_runtime[b, asp]
+        killed_tasks = np.where(feasible, 0, self.running[b, asp])
+        crash_penalty = p.crash_base_penalty + p.crash_progress_penalty * np.maximum(remaining, 0.0)
+        quality = np.where(feasible, self.market.quality[asp, didx], 0.0)
+        reward = np.where(feasible, quality, -crash_penalty)
+
+        # Feasible assignment: the task holds `demand` capacity until it ends.
+        end = self.end_s[b, n]
+        self.used[b, asp] = np.where(feasible, self.used[b, asp] + demand, 0)
+        self.running[b, asp] = np.where(feasible, self.running[b, asp] + 1, 0)
+        self.sum_end_over_runtime[b, asp] = np.where(
+            feasible, self.sum_end_over_runtime[b, asp] + end / runtime, 0.0
+        )
+        self.sum_inv_runtime[b, asp] = np.where(feasible, self.sum_inv_runtime[b, asp] + 1.0 / runtime, 0.0)
+        self.assigned_asp[b, n] = np.where(feasible, asp, -1)
+        # A crash starts a new epoch: tasks of older epochs are gone.
+        self.epoch[b, asp] += ~feasible
+        self.task_epoch[b, n] = self.epoch[b, asp]
+        crashed = ~feasible
+        self.crashes += crashed
+        self.dropped += crashed
+        self.killed += killed_tasks
+        self.utility += quality
+
+        # Advance to the next arrival and release the tasks that ended before it.
+        self.task = n + 1
+        self._release(self.release_count[b, self.task])
+
+        truncated = self.task >= p.tasks_per_episode
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        running_total = self.running.sum(axis=1)
+        info = {
+            "quality": quality,
+            "crashed": crashed,
+            "killed_tasks": killed_tasks,
+            "feasible": feasible,
+            "arrived": self.task.copy(),
+            "finished": self.finished.copy(),
+            "killed": self.killed.copy(),
+            "dropped": self.dropped.copy(),
+            "running": running_total,
+        }
+        return reward, terminated, truncated, info
+
+    def _release(self, new_ptr: np.ndarray) -> None:
+        """Release, per instance, the tasks at release positions ``[ptr, new_ptr)``."""
+        count = new_ptr - self.release_ptr
+        total = int(count.sum())
+        if total:
+            rows = np.repeat(self._batch, count)
+            offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            task = self.release_order[rows, self.release_ptr[rows] + offset]
+            asp = self.assigned_asp[rows, task]
+            asp_safe = np.maximum(asp, 0)
+            alive = (asp >= 0) & (self.task_epoch[rows, task] == self.epoch[rows, asp_safe])
+            rows, task, asp = rows[alive], task[alive], asp[alive]
+            didx = self.demand_idx[rows, task]
+            runtime = self.runtime_values[didx]
+            np.subtract.at(self.used, (rows, asp), self.demand_values[didx])
+            np.subtract.at(self.running, (rows, asp), 1)
+            np.subtract.at(self.sum_end_over_runtime, (rows, asp), self.end_s[rows, task] / runtime)
+            np.subtract.at(self.sum_inv_runtime, (rows, asp), 1.0 / runtime)
+            self.finished += np.bincount(rows, minlength=self.num_envs)
+            # Exact zero when an ASP empties, so float sums never drift.
+            empty = self.running == 0
+            self.sum_end_over_runtime[empty] = 0.0
+            self.sum_inv_runtime[empty] = 0.0
+        self.release_ptr = new_ptr
+
+    def _episode_summary(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        length = np.maximum(self.episode_length[idx], 1)
+        return {
+            "utility": self.utility[idx].copy(),
+            "crashes": self.crashes[idx].copy(),
+            "crashed_tasks": self.killed[idx] + self.dropped[idx],
+            "crash_rate": self.crashes[idx] / length,
+            "finished": self.finished[idx].copy(),
+            "killed": self.killed[idx].copy(),
+            "dropped": self.dropped[idx].copy(),
+            "running": self.running[idx].sum(axis=1),
+        }
+
+
+class AspSelectionEnv(KernelEnv):
+    __doc__ = __doc__
+    kernel_class = AspSelectionKernel
+
+
+class AspSelectionVectorEnv(KernelVectorEnv):
+    __doc__ = __doc__
+    kernel_class = AspSelectionKernel
+
