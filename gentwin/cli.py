@@ -1,0 +1,164 @@
+"""Command line of gentwin (``python train.py ...`` or ``gentwin-train ...``).
+
+``python train.py`` with no arguments is the embedded default: a short
+MaskablePPO run on AspSelection-v0 that ends with a table of the agent against
+the baselines.  Subcommands::
+
+    train.py [train] --env ID --algo NAME --timesteps N --n-envs B --seed S
+    train.py evaluate --env ID --algo NAME --model runs/.../model.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEFAULT_ENV = "gentwin/AspSelection-v0"
+DEFAULT_ALGO = "maskable_ppo"
+DEFAULT_TIMESTEPS = 60_000
+
+
+def _parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """``key=value`` pairs, values parsed as YAML scalars (``lr=3e-4`` -> float)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{flag} {item!r} is invalid: expected key=value")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by train, compare and sweep."""
+    parser.add_argument("--env", default=DEFAULT_ENV, help="environment id (default: %(default)s)")
+    parser.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
+                        help="environment parameter or preset (params=reference); repeatable")
+    parser.add_argument("--timesteps", type=int, default=DEFAULT_TIMESTEPS, help="environment steps per run")
+    parser.add_argument("--n-envs", type=int, default=8, help="batch size B of the training env")
+    parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (0: final only)")
+    parser.add_argument("--eval-episodes", type=int, default=8, help="held-out episodes per evaluation")
+    parser.add_argument("--log-root", default="runs", help="TensorBoard/CSV/model root (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
+    parser.add_argument("--hyperparams", metavar="FILE", help="RL-Zoo style YAML (env id -> algorithm kwargs)")
+    parser.add_argument("--hp", action="append", metavar="KEY=VALUE", help="algorithm kwarg override; repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _config_from_args(args: argparse.Namespace, algo: str, seed: int):
+    from gentwin.training import TrainConfig
+
+    return TrainConfig(
+        env_id=args.env,
+        algo=algo,
+        timesteps=args.timesteps,
+        n_envs=args.n_envs,
+        seed=seed,
+        env_kwargs=_parse_kv(args.env_kwarg, "--env-kwarg"),
+        hyperparams=_parse_kv(args.hp, "--hp"),
+        log_root=args.log_root,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        device=args.device,
+        progress_bar=not args.no_progress,
+    )
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["policy", "mean_return", "std_return", "crash_rate", "share_of_upper_bound"]
+    columns = [c for c in columns if any(c in r for r in rows)]
+    for c in columns:
+        table.add_column(c.replace("_", " "), justify="left" if c == "policy" else "right")
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        table.add_row(*cells)
+    Console(width=120).print(table)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gentwin.training import train
+
+    config = _config_from_args(args, args.algo, args.seed)
+    print(f"training {config.algo} on {config.env_id} for {config.timesteps} steps "
+          f"(B={config.n_envs}, seed={config.seed}) -> {config.run_dir}")
+    result = train(config, hyperparams_file=args.hyperparams)
+    if result.interrupted:
+        print(f"interrupted: saved the model trained so far to {result.model_path}")
+    print_table(result.table_rows(),
+                f"{config.env_id}: {config.algo} vs baselines, {config.eval_episodes} held-out episodes")
+    print(f"model: {result.model_path}\nTensorBoard: tensorboard --logdir {config.log_root}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gentwin.training import TrainConfig, comparison_rows, evaluate, evaluate_baselines, load_model
+
+    config = TrainConfig(env_id=args.env, algo=args.algo, eval_episodes=args.eval_episodes,
+                         env_kwargs=_parse_kv(args.env_kwarg, "--env-kwarg"),
+                         baselines="all" if args.baselines else [])
+    model = load_model(args.algo, args.model, device=args.device)
+    results = {args.algo: evaluate(model, config)}
+    baselines, upper = evaluate_baselines(config)
+    results.update(baselines)
+    print_table(comparison_rows(results, upper), f"{args.env}: {args.model}")
+    return 0
+
+
+def _build_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one agent (the default command)")
+    add_run_arguments(p)
+    p.add_argument("--algo", default=DEFAULT_ALGO, help="algorithm (see gentwin.agents.ALGORITHMS)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (instances get seed .. seed+B-1)")
+    p.set_defaults(func=cmd_train)
+
+
+def _build_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a saved model against the baselines")
+    p.add_argument("--env", default=DEFAULT_ENV)
+    p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE")
+    p.add_argument("--algo", required=True)
+    p.add_argument("--model", required=True, help="path of a saved model.zip")
+    p.add_argument("--eval-episodes", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false")
+    p.set_defaults(func=cmd_evaluate)
+
+
+#: subcommand name -> function adding its parser; later features append here.
+COMMANDS: dict[str, Callable] = {
+    "train": _build_train_parser,
+    "evaluate": _build_evaluate_parser,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    for build in COMMANDS.values():
+        build(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # No subcommand (or only options): the train command.
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,404 @@
+"""Training and evaluation of SB3 agents on gentwin environments (the engine of train.py).
+
+One run = one (environment, algorithm, seed).  It trains on the batched kernel
+through its SB3 ``VecEnv`` view (or, for PettingZoo ids, SuperSuit parameter
+sharing), evaluates periodically on held-out seeds with the same harness as the
+baselines, and writes everything under one directory::
+
+    runs/<Env-id without "gentwin/">/<algo>/seed<S>/
+        events.out.tfevents.*     TensorBoard scalars (train/, rollout/, eval/, episode/)
+        progress.csv              the same scalars as CSV
+        model.zip                 the trained model (also written on Ctrl-C)
+        config.yaml               the exact configuration of the run
+        eval.json                 final evaluation: agent and baselines
+    runs/<Env>/baseline_<name>/seed<S>/   the baselines as constant series,
+                                          under the same eval/ tags
+
+so TensorBoard (``tensorboard --logdir runs``) overlays agents and baselines in
+one chart per tag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+import gentwin  # noqa: F401  (registers the environments)
+from gentwin.agents.registry import MASKABLE, algorithm_supports, get_algorithm
+from gentwin.envs import PARALLEL_ENVIRONMENTS, make_parallel, make_sb3_vec_env
+from gentwin.evaluation import EVAL_SEED, EvalResult, evaluate_policy
+
+HYPERPARAMS_DIR = Path(__file__).with_name("hyperparams")
+#: keys of an RL-Zoo hyperparameter entry that configure the run, not the algorithm
+_RUN_KEYS = ("n_timesteps", "n_envs", "policy", "env_kwargs", "normalize", "frame_stack")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run."""
+
+    env_id: str = "gentwin/AspSelection-v0"
+    algo: str = "ppo"
+    timesteps: int = 50_000
+    n_envs: int = 8
+    seed: int = 0
+    env_kwargs: dict = field(default_factory=dict)
+    #: algorithm constructor kwargs (merged over the packaged RL-Zoo defaults)
+    hyperparams: dict = field(default_factory=dict)
+    policy: str = "MlpPolicy"
+    log_root: str = "runs"
+    #: environment steps between evaluations (0: only the final one)
+    eval_freq: int = 10_000
+    eval_episodes: int = 8
+    eval_seed: int = EVAL_SEED
+    #: baseline names to evaluate and log next to the agent ("all" or a list)
+    baselines: Any = "all"
+    device: str = "auto"
+    progress_bar: bool = True
+    verbose: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("timesteps", 1), ("n_envs", 1), ("eval_episodes", 1), ("eval_freq", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"TrainConfig.{name} = {value!r} is invalid: must be an integer >= {low}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed = {self.seed!r} is invalid: must be an integer >= 0")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.log_root) / env_dirname(self.env_id) / self.algo / f"seed{self.seed}"
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    model_path: Path
+    run_dir: Path
+    agent: EvalResult
+    baselines: dict[str, EvalResult]
+    upper_bound: str | None
+    interrupted: bool = False
+    wall_time_s: float = 0.0
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """Rows of the agent-vs-baselines table (mean return, crash rate, share of upper bound)."""
+        return comparison_rows({self.config.algo: self.agent, **self.baselines}, self.upper_bound)
+
+
+def env_dirname(env_id: str) -> str:
+    return env_id.split("/", 1)[-1] if env_id.startswith("gentwin/") else env_id.replace("/", "_")
+
+
+def is_parallel_env(env_id: str) -> bool:
+    return env_id in PARALLEL_ENVIRONMENTS
+
+
+# ---------------------------------------------------------------------------
+# Hyperparameters (RL-Zoo style YAML)
+# ---------------------------------------------------------------------------
+def load_hyperparams(algo: str, env_id: str, path: str | os.PathLike | None = None) -> dict:
+    """Hyperparameters of ``algo`` on ``env_id`` from an RL-Zoo style YAML file.
+
+    The file maps environment ids (or ``default``) to dicts of algorithm kwargs,
+    plus the run keys ``n_timesteps``, ``n_envs``, ``policy`` and ``env_kwargs``.
+    Without ``path`` the packaged ``gentwin/hyperparams/<algo>.yml`` is used
+    (missing file or entry: SB3 defaults).  ``default`` entries apply to every
+    id and are overridden by the id's own entry.
+    """
+    if path is None:
+        path = HYPERPARAMS_DIR / f"{algo}.yml"
+        if not path.exists():
+            return {}
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"hyperparams = {str(path)!r} is invalid: no such file")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"hyperparams file {path}: expected a mapping of env ids to settings")
+    merged = dict(data.get("default") or {})
+    merged.update(data.get(env_id) or {})
+    return merged
+
+
+def split_hyperparams(hp: dict) -> tuple[dict, dict]:
+    """(run settings, algorithm kwargs) of an RL-Zoo entry."""
+    run = {k: hp[k] for k in _RUN_KEYS if k in hp}
+    algo_kwargs = {k: v for k, v in hp.items() if k not in _RUN_KEYS}
+    for key in ("policy_kwargs", "replay_buffer_kwargs"):
+        if isinstance(algo_kwargs.get(key), str):
+            # RL Zoo writes these as Python literals ("dict(net_arch=[64, 64])").
+            algo_kwargs[key] = _literal_dict(algo_kwargs[key], key)
+    if "train_freq" in algo_kwargs and isinstance(algo_kwargs["train_freq"], list):
+        algo_kwargs["train_freq"] = tuple(algo_kwargs["train_freq"])
+    return run, algo_kwargs
+
+
+def _literal_dict(text: str, key: str) -> dict:
+    import ast
+
+    text = text.strip()
+    try:
+        if text.startswith("dict(") and text.endswith(")"):
+            call = ast.parse(text, mode="eval").body
+            return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        return dict(ast.literal_eval(text))
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"{key} = {text!r} is invalid: expected a dict literal") from exc
+
+
+# ---------------------------------------------------------------------------
+# Environments
+# ---------------------------------------------------------------------------
+def make_train_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict | None = None):
+    """SB3 VecEnv for training: the batched kernel, or SuperSuit for PettingZoo ids."""
+    env_kwargs = dict(env_kwargs or {})
+    if is_parallel_env(env_id):
+        import supersuit as ss
+        from stable_baselines3.common.vec_env import VecMonitor
+
+        penv = make_parallel(env_id, **env_kwargs)
+        venv = ss.pettingzoo_env_to_vec_env_v1(penv)
+        venv = ss.concat_vec_envs_v1(venv, n_envs, num_cpus=0, base_class="stable_baselines3")
+        venv = VecMonitor(venv)
+        venv.seed(seed)
+        return venv
+    return make_sb3_vec_env(env_id, num_envs=n_envs, seed=seed, **env_kwargs)
+
+
+def make_eval_env(env_id: str, n_episodes: int, env_kwargs: dict | None = None):
+    if is_parallel_env(env_id):
+        # One PettingZoo env holds several agents; n_episodes copies of it.
+        return make_train_env(env_id, n_episodes, 0, env_kwargs)
+    return make_sb3_vec_env(env_id, num_envs=n_episodes, **(env_kwargs or {}))
+
+
+def evaluate(policy: Any, config: TrainConfig) -> EvalResult:
+    """Evaluate ``policy`` on the held-out seeds of ``config``."""
+    venv = make_eval_env(config.env_id, config.eval_episodes, config.env_kwargs)
+    try:
+        return evaluate_policy(
+            policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
+        )
+    finally:
+        venv.close()
+
+
+def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], str | None]:
+    """Every requested baseline of the environment on the evaluation seeds."""
+    if is_parallel_env(config.env_id) or not config.baselines:
+        return {}, None
+    from gentwin.baselines import get_baselines, upper_bound_name
+
+    available = get_baselines(config.env_id)
+    names = list(available) if config.baselines == "all" else list(config.baselines)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"baselines = {unknown!r} are invalid for {config.env_id}: allowed are {sorted(available)}")
+    results = {}
+    for name in names:
+        venv = make_eval_env(config.env_id, config.eval_episodes, config.env_kwargs)
+        policy = available[name](venv, seed=config.eval_seed)
+        results[name] = evaluate_policy(
+            policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
+        )
+    upper = upper_bound_name(config.env_id)
+    return results, (upper if upper in results else None)
+
+
+def comparison_rows(results: dict[str, EvalResult], upper_bound: str | None) -> list[dict[str, Any]]:
+    """Mean/std return, crash rate (where the env has one) and share of the upper bound."""
+    ub = results[upper_bound].mean("return") if upper_bound else None
+    rows = []
+    for name, res in results.items():
+        ret = res.metric("return")
+        row = {"policy": name, "mean_return": float(ret.mean()), "std_return": float(ret.std())}
+        if "crash_rate" in res.metrics:
+            row["crash_rate"] = res.mean("crash_rate")
+        if ub is not None and ub != 0:
+            row["share_of_upper_bound"] = float(ret.mean() / ub)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------
+def _callbacks():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeMetricsCallback(BaseCallback):
+        """Log the domain metrics of finished training episodes as ``episode/<metric>``."""
+
+        def __init__(self):
+            super().__init__()
+            self._values: dict[str, list[float]] = {}
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                episode = info.get("episode")
+                if not episode:
+                    continue
+                for key, value in episode.items():
+                    if key in ("r", "l", "t") or np.ndim(value) != 0:
+                        continue
+                    self._values.setdefault(key, []).append(float(value))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            for key, values in self._values.items():
+                self.logger.record(f"episode/{key}", float(np.mean(values)))
+            self._values = {}
+
+    class PeriodicEvalCallback(BaseCallback):
+        """Evaluate on held-out seeds every ``eval_freq`` environment steps."""
+
+        def __init__(self, config: TrainConfig, upper_bound_return: float | None):
+            super().__init__()
+            self.config = config
+            self.upper_bound_return = upper_bound_return
+            self._next = config.eval_freq
+            self.history: list[tuple[int, float]] = []
+
+        def _on_step(self) -> bool:
+            if self.config.eval_freq and self.num_timesteps >= self._next:
+                self._next += self.config.eval_freq
+                self.evaluate_now()
+            return True
+
+        def evaluate_now(self) -> EvalResult:
+            result = evaluate(self.model, self.config)
+            record_eval(self.logger, result, self.upper_bound_return)
+            self.logger.dump(self.num_timesteps)
+            self.history.append((self.num_timesteps, result.mean("return")))
+            return result
+
+    return EpisodeMetricsCallback, PeriodicEvalCallback
+
+
+def record_eval(logger: Any, result: EvalResult, upper_bound_return: float | None) -> None:
+    """Record an evaluation under the tags shared by agents and baselines."""
+    ret = result.metric("return")
+    logger.record("eval/mean_return", float(ret.mean()))
+    logger.record("eval/std_return", float(ret.std()))
+    for key in result.metrics:
+        if key not in ("return", "length"):
+            logger.record(f"eval/{key}", result.mean(key))
+    logger.record("eval/mean_length", result.mean("length"))
+    if upper_bound_return:
+        logger.record("eval/share_of_upper_bound", float(ret.mean() / upper_bound_return))
+
+
+def log_baselines(config: TrainConfig, results: dict[str, EvalResult], upper: str | None) -> None:
+    """Write each baseline as a constant series (first and last step) under eval/ tags."""
+    from stable_baselines3.common.logger import configure
+
+    ub = results[upper].mean("return") if upper else None
+    for name, res in results.items():
+        run_dir = Path(config.log_root) / env_dirname(config.env_id) / f"baseline_{name}" / f"seed{config.seed}"
+        logger = configure(str(run_dir), ["tensorboard", "csv"])
+        for step in (0, config.timesteps):
+            record_eval(logger, res, ub)
+            logger.dump(step)
+        logger.close()
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+def build_model(config: TrainConfig, venv: Any, hyperparams_file: str | None = None):
+    """Instantiate the algorithm with packaged/RL-Zoo defaults overridden by config.hyperparams."""
+    algo_cls = get_algorithm(config.algo)
+    if not algorithm_supports(config.algo, venv.action_space):
+        raise ValueError(
+            f"algo = {config.algo!r} is invalid for {config.env_id}: it does not support the "
+            f"action space {venv.action_space}"
+        )
+    _, defaults = split_hyperparams(load_hyperparams(config.algo, config.env_id, hyperparams_file))
+    kwargs = {**defaults, **config.hyperparams}
+    return algo_cls(config.policy, venv, seed=config.seed, device=config.device, verbose=config.verbose, **kwargs)
+
+
+def train(config: TrainConfig, hyperparams_file: str | None = None) -> TrainResult:
+    """Train, evaluate and save one run; Ctrl-C stops training and still saves."""
+    import torch
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.logger import configure
+
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump({**dataclasses.asdict(config), "hyperparams_file": hyperparams_file}, f, sort_keys=False)
+
+    baselines, upper = evaluate_baselines(config)
+    ub_return = baselines[upper].mean("return") if upper else None
+    if baselines:
+        log_baselines(config, baselines, upper)
+
+    venv = make_train_env(config.env_id, config.n_envs, config.seed, config.env_kwargs)
+    model = build_model(config, venv, hyperparams_file)
+    model.set_logger(configure(str(run_dir), ["tensorboard", "csv"]))
+    episode_cb_cls, eval_cb_cls = _callbacks()
+    eval_cb = eval_cb_cls(config, ub_return)
+    interrupted = False
+    try:
+        model.learn(
+            total_timesteps=config.timesteps,
+            callback=CallbackList([episode_cb_cls(), eval_cb]),
+            progress_bar=config.progress_bar,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    model_path = run_dir / "model.zip"
+    model.save(model_path)
+    agent = eval_cb.evaluate_now()
+    model.logger.close()
+    venv.close()
+    result = TrainResult(
+        config=config,
+        model_path=model_path,
+        run_dir=run_dir,
+        agent=agent,
+        baselines=baselines,
+        upper_bound=upper,
+        interrupted=interrupted,
+        wall_time_s=time.perf_counter() - start,
+    )
+    write_eval_json(run_dir / "eval.json", result)
+    return result
+
+
+def write_eval_json(path: Path, result: TrainResult) -> None:
+    payload = {
+        "env_id": result.config.env_id,
+        "algo": result.config.algo,
+        "seed": result.config.seed,
+        "timesteps": result.config.timesteps,
+        "interrupted": result.interrupted,
+        "wall_time_s": result.wall_time_s,
+        "upper_bound": result.upper_bound,
+        "agent": result.agent.episodes,
+        "baselines": {k: v.episodes for k, v in result.baselines.items()},
+        "table": result.table_rows(),
+    }
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+
+
+def load_model(algo: str, path: str | os.PathLike, device: str = "auto"):
+    """Load a model saved by :func:`train`."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model = {str(path)!r} is invalid: no such file")
+    return get_algorithm(algo).load(path, device=device)
