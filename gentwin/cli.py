@@ -139,6 +139,7 @@ def _build_evaluate_parser(sub) -> None:
 COMMANDS: dict[str, Callable] = {
     "train": _build_train_parser,
     "evaluate": _build_evaluate_parser,
+    "compare": lambda sub: __import__("gentwin.compare", fromlist=["_"]).build_compare_parser(sub),
 }
 
 
