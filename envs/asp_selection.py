@@ -223,51 +223,69 @@ class AspSelectionKernel(BatchedKernel):
 
     Each instance's episode (arrival times and demands) is drawn at reset from
     its own generator; the step is array code over the batch.  Running tasks
-    are tracked per ASP by aggregates (used capacity, count, and the two sums
-    that give the crash penalty's remaining-work term in closed form); finished
-    tasks are released in end-time order, and a per-ASP crash epoch marks tasks
-    killed by a crash so that their later release is ignored.
+    are tracked per ASP by four aggregates -- used capacity, running count, and
+    the sums of ``end/runtime`` and ``1/runtime`` that give the crash penalty's
+    remaining-work term ``sum(1 - progress) = s1 - now * s2`` in closed form.
+    Finished tasks are released in end-time order; a per-ASP crash epoch marks
+    tasks killed by a crash so that their later release is ignored.
     """
 
     params_class = AspSelectionParams
     presets = PRESETS
 
+    # Columns of the per-task record; DELTA is what a running task adds to its ASP.
+    _ARRIVAL, _DEMAND, _ONE, _END_OVER_RUNTIME, _INV_RUNTIME, _END = range(6)
+    _DELTA = slice(1, 5)
+    # Columns of the per-ASP aggregates (same order as _DELTA).
+    _USED, _RUNNING, _S1, _S2 = range(4)
+
     def __init__(self, params: AspSelectionParams | str | None = None, num_envs: int = 1):
         super().__init__(params, num_envs)
         p = self.params
         self.market = draw_market(p)
+        self.capacity = self.market.capacity.astype(np.float64)
         self.demand_values = np.asarray(p.demand_choices, dtype=np.int64)
         self.runtime_values = task_runtime_s(self.demand_values, p.runtime_scale_s)
         self.demand_max = int(self.demand_values.max())
         self.runtime_max = float(self.runtime_values.max())
         B, I, N = self.num_envs, p.num_asps, p.tasks_per_episode
-        # Episode draws, one row per instance.
-        self.arrival_s = np.zeros((B, N))
-        self.demand_idx = np.zeros((B, N), dtype=np.int64)
-        self.end_s = np.zeros((B, N))
+        # Episode draws; row N is the "no task waiting" sentinel after the last arrival.
+        self.task_record = np.zeros((B, N + 1, 6))
+        self.task_demand_idx = np.zeros((B, N + 1), dtype=np.int64)
+        self.task_obs = np.zeros((B, N + 1, 2), dtype=np.float32)
         self.release_order = np.zeros((B, N), dtype=np.int64)
         # release_count[b, n]: tasks of the episode that have ended by the arrival of task n.
         self.release_count = np.zeros((B, N + 1), dtype=np.int64)
         # Dynamic state.
         self.task = np.zeros(B, dtype=np.int64)  # index of the task awaiting assignment
         self.release_ptr = np.zeros(B, dtype=np.int64)
-        self.assigned_asp = np.full((B, N), -1, dtype=np.int64)
-        self.task_epoch = np.zeros((B, N), dtype=np.int64)
+        # epoch * I + asp of each assigned task; -1 for tasks lost in a crash.
+        self.assignment = np.full((B, N), -1, dtype=np.int64)
         self.epoch = np.zeros((B, I), dtype=np.int64)
-        self.used = np.zeros((B, I), dtype=np.int64)
-        self.running = np.zeros((B, I), dtype=np.int64)
-        # sum over running tasks of end/runtime and 1/runtime: sum(1 - progress) = s1 - now * s2.
-        self.sum_end_over_runtime = np.zeros((B, I))
-        self.sum_inv_runtime = np.zeros((B, I))
-        # Episode counters.
+        self.aggregate = np.zeros((B, I, 4))
+        # Episode counters (each crash drops exactly the arriving task).
         self.finished = np.zeros(B, dtype=np.int64)
         self.killed = np.zeros(B, dtype=np.int64)
-        self.dropped = np.zeros(B, dtype=np.int64)
         self.crashes = np.zeros(B, dtype=np.int64)
         self.utility = np.zeros(B)
         self._batch = np.arange(B)
+        self._batch_offset = self._batch * I
+        self._aggregate_flat = self.aggregate.reshape(B * I, 4)
+        self._epoch_flat = self.epoch.reshape(B * I)
+        self._inv_capacity = 1.0 / self.capacity
+        # Flat views for cheap gathers in the step (see _step).
+        self._n_demands = len(self.demand_values)
+        self._quality_flat = self.market.quality.reshape(-1)
+        self._task_offset = self._batch * (N + 1)
+        self._task_record_flat = self.task_record.reshape(B * (N + 1), 6)
+        self._task_demand_idx_flat = self.task_demand_idx.reshape(-1)
+        self._release_count_flat = self.release_count.reshape(-1)
+        # assignment has N columns per instance: flat index = b * N + n = task_slot - b.
+        self._assignment_flat = self.assignment.reshape(-1)
+        self._never = np.zeros(B, dtype=bool)
+        self._task_obs_flat = self.task_obs.reshape(B * (N + 1), 2)
         self._obs = np.zeros((B, 2 * I + 2), dtype=np.float32)
-        self._obs[:, :I] = self.market.capacity / p.capacity_max
+        self._obs[:, :I] = self.capacity / p.capacity_max
 
     def _build_spaces(self):
         I = self.params.num_asps
@@ -283,50 +301,53 @@ class AspSelectionKernel(BatchedKernel):
             rng = self.rngs[i]
             arrival = np.cumsum(rng.exponential(1.0 / p.arrival_rate_per_s, size=N))
             demand_idx = rng.integers(0, n_demands, size=N)
-            end = arrival + self.runtime_values[demand_idx]
+            runtime = self.runtime_values[demand_idx]
+            end = arrival + runtime
             order = np.argsort(end, kind="stable")
-            self.arrival_s[i] = arrival
-            self.demand_idx[i] = demand_idx
-            self.end_s[i] = end
+            record = self.task_record[i]
+            record[:N, self._ARRIVAL] = arrival
+            record[:N, self._DEMAND] = self.demand_values[demand_idx]
+            record[:N, self._ONE] = 1.0
+            record[:N, self._END_OVER_RUNTIME] = end / runtime
+            record[:N, self._INV_RUNTIME] = 1.0 / runtime
+            record[:N, self._END] = end
+            record[N] = 0.0
+            record[N, self._ARRIVAL] = arrival[-1]
+            self.task_demand_idx[i, :N] = demand_idx
+            self.task_obs[i, :N, 0] = self.demand_values[demand_idx] / self.demand_max
+            self.task_obs[i, :N, 1] = runtime / self.runtime_max
             self.release_order[i] = order
             self.release_count[i, :N] = np.searchsorted(end[order], arrival, side="right")
             # After the last task no more releases happen within the episode.
             self.release_count[i, N] = self.release_count[i, N - 1]
         self.task[idx] = 0
         self.release_ptr[idx] = 0
-        self.assigned_asp[idx] = -1
-        self.task_epoch[idx] = 0
+        self.assignment[idx] = -1
         self.epoch[idx] = 0
-        self.used[idx] = 0
-        self.running[idx] = 0
-        self.sum_end_over_runtime[idx] = 0.0
-        self.sum_inv_runtime[idx] = 0.0
+        self.aggregate[idx] = 0.0
         self.finished[idx] = 0
         self.killed[idx] = 0
-        self.dropped[idx] = 0
         self.crashes[idx] = 0
         self.utility[idx] = 0.0
 
     # -- observation -------------------------------------------------------------
     def free_capacity(self) -> np.ndarray:
         """Free capacity ``(B, I)`` of every ASP now."""
-        return self.market.capacity[None, :] - self.used
+        return (self.capacity - self.aggregate[:, :, self._USED]).astype(np.int64)
+
+    def running_tasks(self) -> np.ndarray:
+        """Running tasks ``(B, I)`` per ASP."""
+        return self.aggregate[:, :, self._RUNNING].astype(np.int64)
 
     def current_demand(self) -> np.ndarray:
         """Demand ``t`` of the waiting task per instance (0 after the last arrival)."""
-        n = np.minimum(self.task, self.params.tasks_per_episode - 1)
-        t = self.demand_values[self.demand_idx[self._batch, n]]
-        return np.where(self.task < self.params.tasks_per_episode, t, 0)
+        return self.task_record[self._batch, self.task, self._DEMAND].astype(np.int64)
 
     def _observe(self) -> np.ndarray:
         I = self.params.num_asps
         obs = self._obs
-        obs[:, I : 2 * I] = self.free_capacity() / self.market.capacity
-        n = np.minimum(self.task, self.params.tasks_per_episode - 1)
-        didx = self.demand_idx[self._batch, n]
-        waiting = self.task < self.params.tasks_per_episode
-        obs[:, 2 * I] = np.where(waiting, self.demand_values[didx] / self.demand_max, 0.0)
-        obs[:, 2 * I + 1] = np.where(waiting, self.runtime_values[didx] / self.runtime_max, 0.0)
+        obs[:, I : 2 * I] = (self.capacity - self.aggregate[:, :, self._USED]) * self._inv_capacity
+        obs[:, 2 * I :] = self._task_obs_flat.take(self._task_offset + self.task, axis=0)
         return obs.copy()
 
     def action_masks(self) -> np.ndarray:
@@ -337,85 +358,77 @@ class AspSelectionKernel(BatchedKernel):
 
     # -- step -----------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
+        # Written for few NumPy calls: at B = 1 (the single env) each call's fixed
+        # cost dominates, so gathers use flat indices and masks multiply.
         p = self.params
-        b = self._batch
+        I = p.num_asps
         asp = actions
         n = self.task
-        didx = self.demand_idx[b, n]
-        demand = self.demand_values[didx]
-        runtime = self.runtime_values[didx]
-        now = self.arrival_s[b, n]
-        free = self.market.capacity[asp] - self.used[b, asp]
-        feasible = free >= demand
-
-        # Crash: the penalty counts the remaining work share of every killed task.
-        remaining = self.sum_end_over_runtime[b, asp] - now * self.sum_inv_runtime[b, asp]
-        killed_tasks = np.where(feasible, 0, self.running[b, asp])
-        crash_penalty = p.crash_base_penalty + p.crash_progress_penalty * np.maximum(remaining, 0.0)
-        quality = np.where(feasible, self.market.quality[asp, didx], 0.0)
-        reward = np.where(feasible, quality, -crash_penalty)
-
-        # Feasible assignment: the task holds `demand` capacity until it ends.
-        end = self.end_s[b, n]
-        self.used[b, asp] = np.where(feasible, self.used[b, asp] + demand, 0)
-        self.running[b, asp] = np.where(feasible, self.running[b, asp] + 1, 0)
-        self.sum_end_over_runtime[b, asp] = np.where(
-            feasible, self.sum_end_over_runtime[b, asp] + end / runtime, 0.0
-        )
-        self.sum_inv_runtime[b, asp] = np.where(feasible, self.sum_inv_runtime[b, asp] + 1.0 / runtime, 0.0)
-        self.assigned_asp[b, n] = np.where(feasible, asp, -1)
-        # A crash starts a new epoch: tasks of older epochs are gone.
-        self.epoch[b, asp] += ~feasible
-        self.task_epoch[b, n] = self.epoch[b, asp]
+        slot = self._batch_offset + asp  # flat (instance, ASP) index
+        task_slot = self._task_offset + n  # flat (instance, task) index
+        record = self._task_record_flat.take(task_slot, axis=0)
+        current = self._aggregate_flat.take(slot, axis=0)
+        feasible = self.capacity.take(asp) - current[:, self._USED] >= record[:, self._DEMAND]
         crashed = ~feasible
+
+        # Crash penalty: remaining work share of every killed task, sum(1 - progress).
+        remaining = current[:, self._S1] - record[:, self._ARRIVAL] * current[:, self._S2]
+        penalty = p.crash_base_penalty + p.crash_progress_penalty * np.maximum(remaining, 0.0)
+        quality = self._quality_flat.take(asp * self._n_demands + self._task_demand_idx_flat.take(task_slot))
+        quality *= feasible
+        reward = quality - penalty * crashed
+        killed_tasks = (current[:, self._RUNNING] * crashed).astype(np.int64)
+
+        # A feasible task holds its demand until it ends; a crash empties the ASP
+        # and starts a new epoch, so tasks of older epochs are never released.
+        current += record[:, self._DELTA]
+        current *= feasible[:, None]
+        self._aggregate_flat[slot] = current
+        epoch = self._epoch_flat.take(slot) + crashed
+        self._epoch_flat[slot] = epoch
+        # Lost tasks get code -1; assigned ones epoch * I + asp.
+        self._assignment_flat[task_slot - self._batch] = (epoch * I + asp + 1) * feasible - 1
         self.crashes += crashed
-        self.dropped += crashed
         self.killed += killed_tasks
         self.utility += quality
 
         # Advance to the next arrival and release the tasks that ended before it.
         self.task = n + 1
-        self._release(self.release_count[b, self.task])
+        self._release(self._release_count_flat.take(task_slot + 1))
 
-        truncated = self.task >= p.tasks_per_episode
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        running_total = self.running.sum(axis=1)
         info = {
             "quality": quality,
             "crashed": crashed,
             "killed_tasks": killed_tasks,
             "feasible": feasible,
-            "arrived": self.task.copy(),
+            "arrived": self.task,
             "finished": self.finished.copy(),
             "killed": self.killed.copy(),
-            "dropped": self.dropped.copy(),
-            "running": running_total,
+            "dropped": self.crashes.copy(),
+            "running": self.aggregate[:, :, self._RUNNING].sum(axis=1).astype(np.int64),
         }
-        return reward, terminated, truncated, info
+        return reward, self._never, self.task >= p.tasks_per_episode, info
 
     def _release(self, new_ptr: np.ndarray) -> None:
         """Release, per instance, the tasks at release positions ``[ptr, new_ptr)``."""
         count = new_ptr - self.release_ptr
         total = int(count.sum())
         if total:
+            I = self.params.num_asps
             rows = np.repeat(self._batch, count)
             offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
             task = self.release_order[rows, self.release_ptr[rows] + offset]
-            asp = self.assigned_asp[rows, task]
-            asp_safe = np.maximum(asp, 0)
-            alive = (asp >= 0) & (self.task_epoch[rows, task] == self.epoch[rows, asp_safe])
-            rows, task, asp = rows[alive], task[alive], asp[alive]
-            didx = self.demand_idx[rows, task]
-            runtime = self.runtime_values[didx]
-            np.subtract.at(self.used, (rows, asp), self.demand_values[didx])
-            np.subtract.at(self.running, (rows, asp), 1)
-            np.subtract.at(self.sum_end_over_runtime, (rows, asp), self.end_s[rows, task] / runtime)
-            np.subtract.at(self.sum_inv_runtime, (rows, asp), 1.0 / runtime)
+            code = self.assignment[rows, task]
+            # code -1 (lost task) gives epoch -1, which never matches a live epoch.
+            slot = rows * I + code % I
+            alive = code // I == self._epoch_flat[slot]
+            slot, rows, task = slot[alive], rows[alive], task[alive]
+            np.subtract.at(self._aggregate_flat, slot, self.task_record[rows, task, self._DELTA])
             self.finished += np.bincount(rows, minlength=self.num_envs)
-            # Exact zero when an ASP empties, so float sums never drift.
-            empty = self.running == 0
-            self.sum_end_over_runtime[empty] = 0.0
-            self.sum_inv_runtime[empty] = 0.0
+            # Exact zeros when an ASP empties, so the float sums never drift.
+            touched = self._aggregate_flat[slot]
+            touched[touched[:, self._RUNNING] == 0, self._S1 :] = 0.0
+            self._aggregate_flat[slot] = touched
         self.release_ptr = new_ptr
 
     def _episode_summary(self, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -423,12 +436,12 @@ class AspSelectionKernel(BatchedKernel):
         return {
             "utility": self.utility[idx].copy(),
             "crashes": self.crashes[idx].copy(),
-            "crashed_tasks": self.killed[idx] + self.dropped[idx],
+            "crashed_tasks": self.killed[idx] + self.crashes[idx],
             "crash_rate": self.crashes[idx] / length,
             "finished": self.finished[idx].copy(),
             "killed": self.killed[idx].copy(),
-            "dropped": self.dropped[idx].copy(),
-            "running": self.running[idx].sum(axis=1),
+            "dropped": self.crashes[idx].copy(),
+            "running": self.aggregate[idx, :, self._RUNNING].sum(axis=1).astype(np.int64),
         }
 
 

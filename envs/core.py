@@ -358,7 +358,8 @@ def _scalar(value: np.ndarray) -> Any:
 
 
 def _instance_info(info: dict, i: int) -> dict:
-    return {k: _scalar(v[i]) for k, v in info.items()}
+    # .item(i) on 1-D arrays is the cheap path: it is what the single env pays per step.
+    return {k: (v.item(i) if v.ndim == 1 else v[i].copy()) for k, v in info.items()}
 
 
 def _make_kernel(kernel_class: type[BatchedKernel], params: Any, num_envs: int, overrides: dict):

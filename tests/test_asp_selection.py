@@ -1,0 +1,272 @@
+"""AspSelection-v0: dynamics against an independent per-task simulator, invariants,
+baselines and input validation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import gentwin  # noqa: F401
+from gentwin.baselines import get_baselines, upper_bound_name
+from gentwin.envs import InvalidActionError, make_sb3_vec_env
+from gentwin.envs.asp_selection import (
+    AspSelectionEnv,
+    AspSelectionKernel,
+    AspSelectionParams,
+    draw_market,
+    quality_curve,
+    task_runtime_s,
+)
+from gentwin.evaluation import evaluate_policy
+
+ENV_ID = "gentwin/AspSelection-v0"
+
+
+class ReferenceAspSimulator:
+    """One Python object per task, written from the issue text alone.
+
+    It consumes the kernel's drawn episode (arrival times and demands) and
+    re-derives rewards and free capacities with plain loops.
+    """
+
+    def __init__(self, params: AspSelectionParams, arrival_s, demand):
+        self.p = params
+        self.market = draw_market(params)
+        self.arrival_s = list(arrival_s)
+        self.demand = [int(d) for d in demand]
+        self.running = [[] for _ in range(params.num_asps)]  # (end_s, demand, runtime_s)
+        self.n = 0
+
+    def quality(self, asp: int, t: int) -> float:
+        m = self.market
+        ax, ay, bx, by = m.a_x[asp], m.a_y[asp], m.b_x[asp], m.b_y[asp]
+        if t < ax:
+            return 0.0
+        if t > bx:
+            return by - ay
+        return (by - ay) * (t - ax) / (bx - ax)
+
+    def release_until(self, now: float) -> None:
+        for tasks in self.running:
+            tasks[:] = [task for task in tasks if task[0] > now]
+
+    def free(self) -> list[int]:
+        return [int(self.market.capacity[i]) - sum(t[1] for t in self.running[i]) for i in range(self.p.num_asps)]
+
+    def step(self, asp: int) -> float:
+        now = self.arrival_s[self.n]
+        t = self.demand[self.n]
+        self.release_until(now)
+        if self.free()[asp] >= t:
+            runtime = (0.001 * t * t + 2.5 * t - 14) * 60.0
+            self.running[asp].append((now + runtime, t, runtime))
+            reward = self.quality(asp, t)
+        else:
+            remaining = sum((end - now) / runtime for end, _, runtime in self.running[asp])
+            reward = -(2.0 + 2.0 * remaining)
+            self.running[asp] = []
+        self.n += 1
+        if self.n < len(self.arrival_s):
+            self.release_until(self.arrival_s[self.n])
+        return reward
+
+
+@pytest.mark.parametrize("preset", ["survey", "reference"])
+def test_kernel_matches_reference_simulator(preset):
+    # A busier market than the default so that crashes (with running tasks) are frequent.
+    params = AspSelectionKernel.resolve_params(preset, tasks_per_episode=300, arrival_rate_per_s=0.004)
+    kernel = AspSelectionKernel(params, num_envs=3)
+    kernel.reset(seed=11)
+    N = params.tasks_per_episode
+    refs = [
+        ReferenceAspSimulator(params, kernel.task_record[i, :N, 0], kernel.task_record[i, :N, 1])
+        for i in range(3)
+    ]
+    rng = np.random.default_rng(0)
+    crashes = 0
+    for _ in range(N):
+        # Mostly greedy-by-free-capacity with random picks, so both feasible and crash paths run.
+        free = kernel.free_capacity()
+        actions = np.where(rng.random(3) < 0.5, rng.integers(0, params.num_asps, 3), np.argmax(free, axis=1))
+        obs, reward, _, truncated, info = kernel.step(actions)
+        crashes += int(info["crashed"].sum())
+        for i, ref in enumerate(refs):
+            assert reward[i] == pytest.approx(ref.step(int(actions[i])), abs=1e-9)
+            if not truncated[i]:
+                assert kernel.free_capacity()[i].tolist() == ref.free()
+    assert truncated.all()
+    assert crashes > 10  # the crash path was exercised
+
+
+def test_quality_curve_matches_issue_formula():
+    t = np.arange(0, 300)
+    q = quality_curve(t, 40.0, 0.1, 200.0, 0.9)
+    assert np.all(q[t < 40] == 0.0)
+    assert q[200] == pytest.approx(0.8)
+    assert np.all(q[t > 200] == pytest.approx(0.8))
+    assert q[120] == pytest.approx(0.8 * 80 / 160)
+    assert np.all(np.diff(q) >= 0)
+
+
+def test_runtime_formula():
+    assert task_runtime_s(100) == pytest.approx((10 + 250 - 14) * 60)
+    assert task_runtime_s(250) == pytest.approx((62.5 + 625 - 14) * 60)
+
+
+def test_task_accounting_and_capacity_invariants():
+    kernel = AspSelectionKernel(AspSelectionKernel.resolve_params("reference", tasks_per_episode=400), num_envs=4)
+    kernel.reset(seed=3)
+    rng = np.random.default_rng(1)
+    cap = kernel.market.capacity
+    for _ in range(400):
+        actions = rng.integers(0, kernel.params.num_asps, 4)
+        free_before = kernel.free_capacity()
+        demand = kernel.current_demand()
+        _, reward, _, _, info = kernel.step(actions)
+        assert np.array_equal(info["arrived"], info["finished"] + info["killed"] + info["dropped"] + info["running"])
+        used = cap - kernel.free_capacity()
+        assert np.all(used >= 0) and np.all(used <= cap)
+        rows = np.arange(4)
+        feasible = free_before[rows, actions] >= demand
+        assert np.array_equal(info["feasible"], feasible)
+        assert np.all(reward[feasible] >= 0) and np.all(reward[~feasible] <= -2.0)
+        assert np.array_equal(kernel.running_tasks().sum(axis=1), info["running"])
+    summary = kernel.episode_summary(np.arange(4))
+    assert np.array_equal(summary["crashed_tasks"], summary["killed"] + summary["dropped"])
+    assert np.all(summary["finished"] + summary["crashed_tasks"] + summary["running"] == 400)
+
+
+def test_crash_kills_running_tasks_and_restarts_empty():
+    params = AspSelectionParams(num_asps=2, capacity_min=300, capacity_max=300, tasks_per_episode=50)
+    kernel = AspSelectionKernel(params, num_envs=1)
+    kernel.reset(seed=0)
+    # Fill ASP 0 until it crashes.
+    killed_before = None
+    for _ in range(10):
+        free = kernel.free_capacity()[0, 0]
+        demand = kernel.current_demand()[0]
+        running = kernel.running_tasks()[0, 0]
+        _, reward, _, _, info = kernel.step(np.array([0]))
+        if free < demand:
+            killed_before = running
+            assert info["crashed"][0]
+            assert info["killed_tasks"][0] == running
+            assert kernel.running_tasks()[0, 0] == 0
+            assert kernel.free_capacity()[0, 0] == 300
+            assert reward[0] <= -(2.0 + 2.0 * 0)  # base penalty at least
+            break
+    assert killed_before is not None and killed_before >= 1
+
+
+def test_market_is_fixed_by_market_seed_not_episode_seed():
+    a = AspSelectionEnv()
+    b = AspSelectionEnv(market_seed=1)
+    a.reset(seed=0)
+    obs0 = a.reset(seed=0)[0]
+    obs1 = a.reset(seed=99)[0]
+    I = a.params.num_asps
+    assert np.array_equal(obs0[:I], obs1[:I])  # capacities: same market
+    assert not np.array_equal(a.kernel.market.quality, b.kernel.market.quality)
+
+
+def test_observation_bounds_and_action_masks():
+    env = gym.make(ENV_ID, params="reference")
+    obs, _ = env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        mask = env.unwrapped.action_masks()
+        free, demand = env.unwrapped.kernel.free_capacity()[0], env.unwrapped.kernel.current_demand()[0]
+        if (free >= demand).any():
+            assert np.array_equal(mask, free >= demand)
+        else:
+            assert mask.all()
+        obs, _, _, trunc, _ = env.step(int(rng.integers(0, 20)))
+        assert env.observation_space.contains(obs)
+        if trunc:
+            obs, _ = env.reset()
+
+
+def test_episode_summary_at_end_of_episode():
+    env = gym.make(ENV_ID, tasks_per_episode=20)
+    env.reset(seed=0)
+    total = 0.0
+    for k in range(20):
+        _, r, term, trunc, info = env.step(0)
+        total += r
+        assert not term
+        assert trunc == (k == 19)
+    summary = info["episode_summary"]
+    assert summary["return"] == pytest.approx(total)
+    assert summary["length"] == 20
+    assert set(summary) >= {"utility", "crashes", "crashed_tasks", "crash_rate", "finished"}
+
+
+@pytest.mark.parametrize("preset", ["survey", "reference"])
+def test_baseline_ordering_over_seeds(preset):
+    """upper bound > crash-avoid > round-robin > random, on every seed."""
+    returns = {}
+    for name, cls in get_baselines(ENV_ID).items():
+        venv = make_sb3_vec_env(ENV_ID, num_envs=4, params=preset)
+        returns[name] = evaluate_policy(cls(venv, seed=0), ENV_ID, n_episodes=4, seed=500, venv=venv).metric("return")
+    assert upper_bound_name(ENV_ID) == "upper_bound"
+    assert np.all(returns["upper_bound"] > returns["crash_avoid"])
+    assert np.all(returns["crash_avoid"] > returns["round_robin"])
+    assert np.all(returns["round_robin"] > returns["random"])
+
+
+def test_upper_bound_picks_best_feasible_quality():
+    venv = make_sb3_vec_env(ENV_ID, num_envs=2, params="reference", seed=4)
+    obs = venv.reset()
+    policy = get_baselines(ENV_ID)["upper_bound"](venv)
+    kernel = venv.kernel
+    for _ in range(200):
+        actions, _ = policy.predict(obs)
+        free = kernel.free_capacity()
+        demand = kernel.current_demand()
+        didx = np.searchsorted(kernel.demand_values, demand)
+        for i in range(2):
+            feasible = free[i] >= demand[i]
+            if feasible.any():
+                best = kernel.market.quality[feasible, didx[i]].max()
+                assert feasible[actions[i]]
+                assert kernel.market.quality[actions[i], didx[i]] == pytest.approx(best)
+        obs, _, _, _ = venv.step(actions)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_asps", 0),
+        ("capacity_min", -5),
+        ("tasks_per_episode", 0),
+        ("arrival_rate_per_s", 0.0),
+        ("crash_base_penalty", -1.0),
+        ("demand_choices", ()),
+        ("b_x_choices", (50.0,)),
+    ],
+)
+def test_invalid_params_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        AspSelectionParams(**{field: value})
+
+
+def test_invalid_preset_and_actions():
+    with pytest.raises(ValueError, match="preset"):
+        AspSelectionEnv(params="nonsense")
+    env = AspSelectionEnv()
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="instance 0"):
+        env.step(20)
+    with pytest.raises(InvalidActionError, match="instance 0"):
+        env.step(-1)
+    with pytest.raises(InvalidActionError):
+        env.step(np.nan)
+    with pytest.raises(InvalidActionError, match="shape"):
+        env.step(np.array([1, 2]))
+    with pytest.raises(InvalidActionError, match="dtype"):
+        env.step("3")
+    venv = gym.make_vec(ENV_ID, num_envs=3)
+    venv.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="instance 2"):
+        venv.step(np.array([0, 1, 25]))
