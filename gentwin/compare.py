@@ -267,17 +267,22 @@ class Stat:
         return f"{self.mean:.{digits}g} ± {self.half_width:.{digits}g}"
 
 
+def t_quantile(p: float, dof: int) -> float:
+    """Quantile of Student's t (``scipy.special.stdtrit``: much lighter to import than scipy.stats)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(dof, p))
+
+
 def t_interval(samples: Iterable[float], confidence: float = 0.95) -> Stat:
     """Mean and half-width of the two-sided Student-t interval of ``samples``."""
-    from scipy import stats
-
     x = np.asarray(list(samples), dtype=np.float64)
     if x.size == 0:
         raise ValueError("samples = [] is invalid: need at least one value")
     if x.size < 2:
         return Stat(float(x.mean()), float("nan"), int(x.size))
     sem = x.std(ddof=1) / math.sqrt(x.size)
-    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * sem)
+    half = float(t_quantile(0.5 + confidence / 2, x.size - 1) * sem)
     return Stat(float(x.mean()), half, int(x.size))
 
 
@@ -424,7 +429,6 @@ def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     fig, ax = plt.subplots(figsize=(8, 5))
     groups: dict[str, list[RunRecord]] = {}
@@ -438,7 +442,7 @@ def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
         mean = returns.mean(axis=0)
         ax.plot(steps, mean, color=color, marker="o", markersize=3, label=f"{name} (n={returns.shape[0]})")
         if returns.shape[0] > 1:
-            half = stats.t.ppf(0.975, returns.shape[0] - 1) * returns.std(axis=0, ddof=1) / math.sqrt(returns.shape[0])
+            half = t_quantile(0.975, returns.shape[0] - 1) * returns.std(axis=0, ddof=1) / math.sqrt(returns.shape[0])
             ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.2)
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
     for j, s in enumerate(x for x in summaries if x.kind == "baseline"):
