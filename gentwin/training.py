@@ -267,7 +267,6 @@ def _callbacks():
             self.config = config
             self.upper_bound_return = upper_bound_return
             self._next = config.eval_freq
-            self.history: list[tuple[int, float]] = []
 
         def _on_step(self) -> bool:
             if self.config.eval_freq and self.num_timesteps >= self._next:
@@ -276,13 +275,17 @@ def _callbacks():
             return True
 
         def evaluate_now(self) -> EvalResult:
-            result = evaluate(self.model, self.config)
-            record_eval(self.logger, result, self.upper_bound_return)
-            self.logger.dump(self.num_timesteps)
-            self.history.append((self.num_timesteps, result.mean("return")))
-            return result
+            return evaluate_and_record(self.model, self.config, self.upper_bound_return)
 
     return EpisodeMetricsCallback, PeriodicEvalCallback
+
+
+def evaluate_and_record(model: Any, config: TrainConfig, upper_bound_return: float | None) -> EvalResult:
+    """Evaluate ``model`` and write the result to its logger at its current step."""
+    result = evaluate(model, config)
+    record_eval(model.logger, result, upper_bound_return)
+    model.logger.dump(model.num_timesteps)
+    return result
 
 
 def record_eval(logger: Any, result: EvalResult, upper_bound_return: float | None) -> None:
@@ -362,7 +365,7 @@ def train(config: TrainConfig, hyperparams_file: str | None = None) -> TrainResu
         interrupted = True
     model_path = run_dir / "model.zip"
     model.save(model_path)
-    agent = eval_cb.evaluate_now()
+    agent = evaluate_and_record(model, config, ub_return)
     model.logger.close()
     venv.close()
     result = TrainResult(

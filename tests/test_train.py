@@ -1,0 +1,134 @@
+"""train.py end to end on tiny budgets, hyperparameter files, Ctrl-C and algorithm checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gentwin.cli import main
+from gentwin.training import TrainConfig, build_model, load_hyperparams, make_train_env, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_ID = "gentwin/AspSelection-v0"
+SMALL_ENV = ["--env-kwarg", "tasks_per_episode=40"]
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_train_py_end_to_end(tmp_path):
+    log_root = tmp_path / "runs"
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "--env", ENV_ID, "--algo", "ppo", "--timesteps", "256",
+        "--n-envs", "2", "--seed", "3", "--eval-freq", "128", "--eval-episodes", "2", "--log-root", str(log_root),
+        "--no-progress", "--hp", "n_steps=64", "--hp", "batch_size=32", *SMALL_ENV,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("ppo", "random", "round_robin", "crash_avoid", "upper_bound"):
+        assert name in out.stdout
+    assert "share of upper bound" in out.stdout
+
+    run_dir = log_root / "AspSelection-v0" / "ppo" / "seed3"
+    assert (run_dir / "model.zip").exists()
+    assert (run_dir / "config.yaml").exists()
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["upper_bound"] == "upper_bound"
+    assert len(result["agent"]) == 2
+    assert set(result["baselines"]) == {"random", "round_robin", "crash_avoid", "upper_bound"}
+
+    agent = _scalars(run_dir)
+    assert len(agent["eval/mean_return"]) >= 2  # periodic evaluation plus the final one
+    assert "eval/share_of_upper_bound" in agent and "eval/crash_rate" in agent
+    assert any(tag.startswith("train/") for tag in agent)
+    final = np.mean([ep["return"] for ep in result["agent"]])
+    assert agent["eval/mean_return"][-1] == pytest.approx(final, rel=1e-5)
+    # Baselines are constant series under the same tags, so TensorBoard overlays them.
+    ub = _scalars(log_root / "AspSelection-v0" / "baseline_upper_bound" / "seed3")
+    assert ub["eval/share_of_upper_bound"] == [pytest.approx(1.0)] * 2
+    assert set(ub) <= set(agent) | {"eval/std_return"}
+
+    evaluate = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "evaluate", "--env", ENV_ID, "--algo", "ppo", "--model",
+         str(run_dir / "model.zip"), "--eval-episodes", "2", *SMALL_ENV],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert "upper_bound" in evaluate.stdout
+
+
+def test_default_command_is_a_short_asp_run(tmp_path, monkeypatch, capsys):
+    """`python train.py` with no arguments: AspSelection-v0, table of agent vs baselines."""
+    import gentwin.cli as cli
+
+    monkeypatch.setattr(cli, "DEFAULT_TIMESTEPS", 128)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--no-progress", "--eval-episodes", "1", *SMALL_ENV, "--hp", "n_steps=16"]) == 0
+    out = capsys.readouterr().out
+    assert "maskable_ppo" in out and "upper_bound" in out
+    assert (tmp_path / "runs" / "AspSelection-v0" / "maskable_ppo" / "seed0" / "model.zip").exists()
+
+
+def test_rl_zoo_hyperparameter_file(tmp_path):
+    hp_file = tmp_path / "ppo.yml"
+    hp_file.write_text(
+        "default:\n  gamma: 0.95\n"
+        f"{ENV_ID}:\n  n_steps: 32\n  batch_size: 16\n  policy_kwargs: \"dict(net_arch=[16, 16])\"\n"
+        "  n_timesteps: 1000\n"
+    )
+    hp = load_hyperparams("ppo", ENV_ID, hp_file)
+    assert hp["gamma"] == 0.95 and hp["n_steps"] == 32
+    config = TrainConfig(env_id=ENV_ID, algo="ppo", n_envs=2, env_kwargs={"tasks_per_episode": 40})
+    model = build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs), str(hp_file))
+    assert model.n_steps == 32 and model.gamma == 0.95 and model.batch_size == 16
+    assert model.policy.net_arch == [16, 16]
+    with pytest.raises(ValueError, match="hyperparams"):
+        load_hyperparams("ppo", ENV_ID, tmp_path / "missing.yml")
+
+
+def test_ctrl_c_saves_the_model(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    def interrupted_learn(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PPO, "learn", interrupted_learn)
+    config = TrainConfig(env_id=ENV_ID, algo="ppo", timesteps=100, n_envs=2, log_root=str(tmp_path), eval_episodes=1,
+                         env_kwargs={"tasks_per_episode": 30}, progress_bar=False, baselines=[])
+    result = train(config)
+    assert result.interrupted
+    assert result.model_path.exists()
+    assert PPO.load(result.model_path).observation_space.shape == (42,)
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn", "maskable_ppo", "qrdqn"])
+def test_other_discrete_algorithms_train_on_the_batched_kernel(tmp_path, algo):
+    hp = {"a2c": {"n_steps": 8}, "dqn": {"learning_starts": 32}, "qrdqn": {"learning_starts": 32},
+          "maskable_ppo": {"n_steps": 32, "batch_size": 32}}[algo]
+    config = TrainConfig(env_id=ENV_ID, algo=algo, timesteps=128, n_envs=4, log_root=str(tmp_path), eval_freq=0,
+                         eval_episodes=1, env_kwargs={"tasks_per_episode": 30}, hyperparams=hp,
+                         progress_bar=False, baselines=[])
+    result = train(config)
+    assert result.model_path.exists()
+    assert len(result.agent.episodes) == 1
+
+
+def test_unsupported_algorithm_and_bad_config_raise():
+    config = TrainConfig(env_id=ENV_ID, algo="sac", n_envs=1)
+    with pytest.raises(ValueError, match="sac"):
+        build_model(config, make_train_env(ENV_ID, 1, 0))
+    with pytest.raises(ValueError, match="algo"):
+        build_model(TrainConfig(algo="nope"), make_train_env(ENV_ID, 1, 0))
+    with pytest.raises(ValueError, match="n_envs"):
+        TrainConfig(n_envs=0)
+    with pytest.raises(ValueError, match="timesteps"):
+        TrainConfig(timesteps=-1)
