@@ -1,0 +1,495 @@
+"""TaskOffloading-v0 / -ma-v0: hand-computed scenario, queue checks against a plain
+per-task FIFO reference, twin age, single- vs multi-agent dynamics, baselines,
+SuperSuit training and input validation."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import gentwin  # noqa: F401
+from gentwin.baselines.task_offloading import (
+    BASELINES,
+    EXACT_BASELINES,
+    UPPER_BOUND,
+    GreedyLatencyPolicy,
+    OneSlotOptimumPolicy,
+)
+from gentwin.envs import InvalidActionError, make_parallel, make_sb3_vec_env
+from gentwin.envs.task_offloading import (
+    PRESETS,
+    TaskOffloadingEnv,
+    TaskOffloadingKernel,
+    TaskOffloadingParams,
+    edge_positions,
+)
+from gentwin.evaluation import evaluate_policy
+
+ENV_ID = "gentwin/TaskOffloading-v0"
+MA_ID = "gentwin/TaskOffloading-ma-v0"
+
+
+def random_masked_actions(kernel: TaskOffloadingKernel, rng: np.random.Generator, respect_mask=True):
+    p = kernel.params
+    if not respect_mask:
+        return rng.integers(0, p.num_choices, size=(kernel.num_envs, p.num_devices))
+    mask = kernel.action_masks().reshape(kernel.num_envs, p.num_devices, -1)
+    return np.argmax(np.where(mask, rng.random(mask.shape), -1.0), axis=2)
+
+
+# ---------------------------------------------------------------------------
+# API, seeding, spaces
+# ---------------------------------------------------------------------------
+def test_check_env_gymnasium_and_sb3():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, params="small").unwrapped, skip_render_check=True)
+    sb3_check_env(TaskOffloadingEnv(params="small"), warn=True)
+
+
+def test_native_vector_env_equals_sync_vector_env():
+    B, seed = 3, 11
+    native = gym.make_vec(ENV_ID, num_envs=B, params="small", episode_slots=7)
+    sync = gym.vector.SyncVectorEnv(
+        [lambda: gym.make(ENV_ID, params="small", episode_slots=7) for _ in range(B)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    o1, _ = native.reset(seed=seed)
+    o2, _ = sync.reset(seed=seed)
+    np.testing.assert_array_equal(o1, o2)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # crosses two autoresets
+        a = rng.integers(0, 4, size=(B, 4))
+        r1 = native.step(a)
+        r2 = sync.step(a)
+        for x, y in zip(r1[:4], r2[:4]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_batch_instance_equals_single_env_seeded_s_plus_i():
+    kernel = TaskOffloadingKernel("small", num_envs=4)
+    single = TaskOffloadingKernel("small", num_envs=1)
+    kernel.reset(seed=100)
+    single.reset(seed=102)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        a = rng.integers(0, 4, size=(4, 4))
+        o, r, _, _, info = kernel.step(a)
+        o1, r1, _, _, info1 = single.step(a[2:3])
+        np.testing.assert_array_equal(o[2], o1[0])
+        assert r[2] == r1[0]
+        np.testing.assert_array_equal(info["latency_s"][2], info1["latency_s"][0])
+
+
+def test_observations_stay_in_space_over_long_random_run():
+    # A heavily loaded variant drives the edge backlogs to their bound: work is cut at
+    # the deadline, so a backlog never exceeds (deadline - slot) / deadline.
+    kernel = TaskOffloadingKernel(TaskOffloadingParams(num_devices=6, num_edges=2, edge_cpu_hz=2e9,
+                                                        episode_slots=40), num_envs=4)
+    space = kernel.single_observation_space
+    agent_space = kernel.single_agent_observation_space
+    obs = kernel.reset(seed=3)
+    rng = np.random.default_rng(3)
+    bound = 1.0 - kernel.params.slot_s / kernel.params.deadline_s
+    highest = 0.0
+    for t in range(120):
+        assert all(space.contains(o) for o in obs)
+        agents = kernel.observe_agents()
+        assert all(agent_space.contains(o) for o in agents.reshape(-1, agents.shape[-1]))
+        assert (kernel.edge_backlog() <= bound + 1e-12).all()
+        highest = max(highest, float(kernel.edge_backlog().max()))
+        obs, _, _, trunc, _ = kernel.step(random_masked_actions(kernel, rng, respect_mask=False))
+        if trunc.any():
+            obs = kernel.reset(idx=np.flatnonzero(trunc))
+    assert highest > bound - 0.05
+
+
+def test_same_seed_same_numbers():
+    results = []
+    for _ in range(2):
+        kernel = TaskOffloadingKernel("medium", num_envs=2)
+        kernel.reset(seed=5)
+        rng = np.random.default_rng(5)
+        rewards = [kernel.step(rng.integers(0, 5, size=(2, 20)))[1] for _ in range(20)]
+        results.append(np.asarray(rewards))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+# ---------------------------------------------------------------------------
+# Hand-computed scenario
+# ---------------------------------------------------------------------------
+def _rate_bps(bandwidth_hz, distance_m):
+    """Shannon rate written out from the docstring's numbers (not the module's helpers)."""
+    loss_db = 128.1 + 37.6 * math.log10(distance_m / 1000.0)
+    gain = 10 ** (-loss_db / 10)
+    power_w = 10 ** ((23 - 30) / 10)
+    noise_w = 10 ** ((-174 - 30) / 10) * bandwidth_hz
+    return bandwidth_hz * math.log2(1 + power_w * gain / noise_w)
+
+
+def _scripted_kernel():
+    """1 edge at the centre (250, 250); devices at 100, 100 and 200 m; no fading, no motion."""
+    params = TaskOffloadingParams(num_devices=3, num_edges=1, episode_slots=4, rayleigh_fading=False,
+                                  coverage_radius_m=300.0, speed_min_mps=0.0, speed_max_mps=0.0)
+    kernel = TaskOffloadingKernel(params, num_envs=1)
+    kernel.reset(seed=0)
+    assert np.allclose(edge_positions(params), [[250.0, 250.0]])
+    kernel.position_m[0] = np.array([[250.0, 350.0], [250.0, 150.0], [450.0, 250.0]], dtype=np.float32)
+    kernel.task_present[0] = False
+    kernel.task_update[0] = False
+
+    def task(slot, u, bits, cycles, update=False):
+        kernel.task_present[0, slot, u] = True
+        kernel.task_bits[0, slot, u] = bits
+        kernel.task_cycles[0, slot, u] = cycles
+        kernel.task_update[0, slot, u] = update
+
+    task(0, 0, 3e6, 9e8, update=True)   # -> edge
+    task(0, 1, 4e6, 1.2e9)              # -> edge, queues behind device 0
+    task(0, 2, 2e6, 6e8)                # -> local
+    task(1, 0, 2e6, 3e8, update=True)   # -> edge, waits for device 1's task
+    task(1, 2, 1e6, 3e9)                # -> local, misses its deadline
+    task(2, 1, 3e6, 1e9)                # -> cloud
+    kernel._link = None
+    return kernel
+
+
+def test_scripted_scenario_latency_energy_drops_and_age_by_hand():
+    kernel = _scripted_kernel()
+    p = kernel.params
+    power_w = 10 ** ((23 - 30) / 10)
+    kappa_f2 = 1e-28 * 2.5e9**2
+
+    # Slot 0: devices 0 and 1 share the 20 MHz band (10 MHz each) at 100 m.
+    _, r0, _, _, info = kernel.step(np.array([[1, 1, 0]]))
+    rate = _rate_bps(10e6, 100.0)
+    up0, up1 = 3e6 / rate, 4e6 / rate
+    fin0 = up0 + 9e8 / 15e9                       # edge idle when device 0 arrives
+    fin1 = max(up1, fin0) + 1.2e9 / 15e9          # device 1 waits for device 0
+    fin2 = 6e8 / 2.5e9
+    assert up1 < fin0  # device 1 really waits
+    np.testing.assert_allclose(info["latency_s"][0], [fin0, fin1, fin2], rtol=1e-9)
+    np.testing.assert_allclose(info["energy_j"][0], [power_w * up0, power_w * up1, kappa_f2 * 6e8], rtol=1e-9)
+    np.testing.assert_allclose(info["service_start_s"][0], [up0, fin0, 0.0], rtol=1e-9, atol=1e-12)
+    assert info["completed"][0].all() and not info["dropped"][0].any()
+    # Every twin is 0.1 s old at the end of slot 0 (update generated at 0 counts as age 0.1).
+    np.testing.assert_allclose(info["twin_age_s"][0], [0.1, 0.1, 0.1])
+    cost = np.array([fin0, fin1, fin2]) + 0.2 * info["energy_j"][0] + 0.1 * 0.1
+    np.testing.assert_allclose(info["cost"][0], cost, rtol=1e-9)
+    assert r0[0] == pytest.approx(-cost.mean(), rel=1e-12)
+
+    # Slot 1 (now = 0.1 s): device 0 alone on the band; device 2's local task is too big.
+    _, r1, _, _, info = kernel.step(np.array([[1, 0, 0]]))
+    up = 2e6 / _rate_bps(20e6, 100.0)
+    fin = max(0.1 + up, fin1) + 3e8 / 15e9
+    start2 = max(0.1, fin2)
+    deadline = 0.1 + 1.0
+    assert start2 + 3e9 / 2.5e9 > deadline
+    np.testing.assert_allclose(info["latency_s"][0], [fin - 0.1, 0.0, 0.0], rtol=1e-9, atol=1e-12)
+    assert info["dropped"][0].tolist() == [False, False, True]
+    assert info["has_task"][0].tolist() == [True, False, True]
+    # The dropped task ran from its start to the deadline: that work and energy are spent.
+    np.testing.assert_allclose(info["cycles_executed"][0, 2], 2.5e9 * (deadline - start2), rtol=1e-9)
+    np.testing.assert_allclose(info["energy_j"][0, 2], kappa_f2 * 2.5e9 * (deadline - start2), rtol=1e-9)
+    np.testing.assert_allclose(info["service_end_s"][0, 2], deadline, rtol=1e-12)
+    # Device 0's update (generated at 0.1) lands at fin < 0.2: its twin is 0.1 s old.
+    assert fin < 0.2
+    np.testing.assert_allclose(info["twin_age_s"][0], [0.1, 0.2, 0.2], rtol=1e-9)
+    expected = np.array([fin - 0.1, 0.0, 0.0]) + 0.2 * info["energy_j"][0] + [0.0, 0.0, 2.0] \
+        + 0.1 * np.array([0.1, 0.2, 0.2])
+    np.testing.assert_allclose(info["cost"][0], expected, rtol=1e-9)
+    assert r1[0] == pytest.approx(-expected.mean(), rel=1e-12)
+    # The local CPU of device 2 is busy exactly until the deadline.
+    assert kernel.local_free_s[0, 2] == pytest.approx(deadline)
+
+    # Slot 2 (now = 0.2 s): device 1 to the cloud through the (only) edge.
+    _, _, _, _, info = kernel.step(np.array([[0, 2, 0]]))
+    up = 3e6 / _rate_bps(20e6, 100.0)
+    np.testing.assert_allclose(info["latency_s"][0, 1], up + 0.3 + 1e9 / 100e9, rtol=1e-9)
+    np.testing.assert_allclose(info["energy_j"][0, 1], power_w * up, rtol=1e-9)
+    assert info["placement"][0].tolist() == [-1, 2, -1]
+
+
+def test_unreachable_edge_drops_the_task_and_is_masked():
+    params = TaskOffloadingParams(num_devices=2, num_edges=2, episode_slots=3, rayleigh_fading=False,
+                                  speed_min_mps=0.0, speed_max_mps=0.0, coverage_radius_m=50.0,
+                                  task_arrival_prob=1.0)
+    kernel = TaskOffloadingKernel(params, num_envs=1)
+    kernel.reset(seed=0)
+    east, west = edge_positions(params)
+    kernel.position_m[0, :, 0] = east + [10.0, 0.0]  # device 0 next to edge 0 only
+    kernel.position_m[0, :, 1] = west + [0.0, 10.0]  # device 1 next to edge 1 only
+    kernel._link = None
+    mask = kernel.action_masks().reshape(2, 4)
+    assert mask.tolist() == [[True, True, False, True], [True, False, True, True]]
+    _, _, _, _, info = kernel.step(np.array([[2, 2]]))  # device 0 picks the unreachable edge 1
+    assert info["dropped"][0].tolist() == [True, False]
+    assert info["energy_j"][0, 0] == 0.0 and info["uplink_end_s"][0, 0] == -1.0
+
+
+# ---------------------------------------------------------------------------
+# Queues against a plain FIFO reference: work conservation, drops, twin age
+# ---------------------------------------------------------------------------
+def _run_episode(params, seed, n_envs=2, respect_mask=False):
+    kernel = TaskOffloadingKernel(params, num_envs=n_envs)
+    kernel.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    steps = []
+    for t in range(params.episode_slots):
+        a = random_masked_actions(kernel, rng, respect_mask)
+        _, reward, _, trunc, info = kernel.step(a)
+        steps.append({k: np.asarray(v).copy() for k, v in info.items()} | {"reward": reward.copy()})
+    assert trunc.all()
+    return kernel, steps
+
+
+LOADED = TaskOffloadingParams(num_devices=8, num_edges=2, episode_slots=40, edge_cpu_hz=6e9,
+                              edge_bandwidth_hz=5e6, coverage_radius_m=250.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_queues_are_fifo_work_conserving_and_drop_exactly_late_tasks(seed):
+    p = LOADED
+    kernel, steps = _run_episode(p, seed)
+    E = p.num_edges
+    for b in range(kernel.num_envs):
+        edge_free = np.zeros(E)
+        local_free = np.zeros(p.num_devices)
+        arrived = executed = discarded = 0.0
+        n_drops = 0
+        for t, s in enumerate(steps):
+            now, deadline = t * p.slot_s, t * p.slot_s + p.deadline_s
+            place = s["placement"][b]
+            n_drops += int(s["dropped"][b].sum())
+            assert (s["dropped"][b] == (s["has_task"][b] & ~s["completed"][b])).all()
+            # Edge queues: this slot's tasks in order of arrival, each edge a FIFO with the cut at D.
+            at_edge = [u for u in range(p.num_devices) if 1 <= place[u] <= E
+                       and s["queue_arrival_s"][b, u] >= 0]
+            for u in sorted(at_edge, key=lambda u: s["queue_arrival_s"][b, u]):
+                j = place[u] - 1
+                arrival = s["queue_arrival_s"][b, u]
+                assert arrival == s["uplink_end_s"][b, u] and arrival <= deadline
+                start = max(arrival, edge_free[j])
+                need = s["cycles"][b, u] / p.edge_cpu_hz
+                if start >= deadline:  # discarded unserved
+                    assert s["service_start_s"][b, u] == -1.0 and s["dropped"][b, u]
+                    assert s["cycles_executed"][b, u] == 0.0
+                    continue
+                assert s["service_start_s"][b, u] == pytest.approx(start, abs=1e-12)
+                end = min(start + need, deadline)
+                assert s["service_end_s"][b, u] == pytest.approx(end, abs=1e-12)
+                # Dropped exactly when the task would finish after its deadline.
+                assert bool(s["dropped"][b, u]) == (start + need > deadline + 1e-12)
+                if not s["dropped"][b, u]:
+                    assert s["latency_s"][b, u] == pytest.approx(start + need - now, abs=1e-12)
+                assert s["cycles_executed"][b, u] == pytest.approx(p.edge_cpu_hz * (end - start), rel=1e-9)
+                edge_free[j] = end
+                arrived += s["cycles"][b, u]
+                executed += s["cycles_executed"][b, u]
+                discarded += s["cycles"][b, u] - p.edge_cpu_hz * (end - start)
+            # Local CPUs: one FIFO per device.
+            for u in np.flatnonzero(place == 0):
+                start = max(now, local_free[u])
+                need = s["cycles"][b, u] / p.device_cpu_hz
+                assert s["service_start_s"][b, u] == pytest.approx(start, abs=1e-12)
+                assert bool(s["dropped"][b, u]) == (start + need > deadline)
+                local_free[u] = min(start + need, deadline)
+            # Offloads whose upload misses the deadline never reach a CPU and are dropped.
+            late_upload = (place >= 1) & (s["uplink_end_s"][b] > deadline)
+            assert s["dropped"][b][late_upload].all()
+            assert (s["queue_arrival_s"][b][late_upload] == -1.0).all()
+        np.testing.assert_allclose(kernel.edge_free_s[b], edge_free, atol=1e-12)
+        np.testing.assert_allclose(kernel.local_free_s[b], local_free, atol=1e-12)
+        # Work conservation at the edges: arrived = executed + discarded at the deadline cut.
+        assert arrived == pytest.approx(executed + discarded, rel=1e-12)
+        assert kernel.n_dropped[b] == n_drops
+    # The loaded variant really exercises the queues and drops.
+    assert sum(int(s["dropped"].sum()) for s in steps) > 10
+
+
+def test_twin_age_matches_newest_delivered_update():
+    p = LOADED
+    kernel, steps = _run_episode(p, seed=7, respect_mask=True)
+    for b in range(kernel.num_envs):
+        delivered = [[] for _ in range(p.num_devices)]  # (completion time, generation time)
+        for t, s in enumerate(steps):
+            now = t * p.slot_s
+            for u in range(p.num_devices):
+                if s["is_update"][b, u] and s["completed"][b, u]:
+                    delivered[u].append((now + s["latency_s"][b, u], now))
+            end = now + p.slot_s
+            for u in range(p.num_devices):
+                newest = max([g for c, g in delivered[u] if c <= end + 1e-12], default=0.0)
+                assert s["twin_age_s"][b, u] == pytest.approx(end - newest, abs=1e-9)
+    # Ages must actually reset: some device's twin is fresher than the clock.
+    assert any((s["twin_age_s"] < (t + 1) * p.slot_s - 1e-9).any() for t, s in enumerate(steps))
+
+
+def test_rewards_are_minus_mean_cost_and_agent_rewards_average_to_it():
+    kernel, steps = _run_episode(PRESETS["small"], seed=2)
+    for s in steps:
+        np.testing.assert_allclose(s["reward"], -s["cost"].mean(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(s["agent_rewards"].mean(axis=1), s["reward"], rtol=1e-12)
+        beta = PRESETS["small"].shared_reward_weight
+        np.testing.assert_allclose(
+            s["agent_rewards"], -((1 - beta) * s["cost"] + beta * s["cost"].mean(axis=1, keepdims=True)),
+            rtol=1e-12,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Multi-agent view
+# ---------------------------------------------------------------------------
+def test_parallel_api_test():
+    from pettingzoo.test import parallel_api_test
+
+    parallel_api_test(make_parallel(MA_ID, params="small", episode_slots=30), num_cycles=70)
+
+
+def test_single_and_multi_agent_views_have_identical_dynamics():
+    central = gym.make(ENV_ID, params="small").unwrapped
+    par = make_parallel(MA_ID, params="small")
+    obs, _ = central.reset(seed=21)
+    agent_obs, _ = par.reset(seed=21)
+    E = central.params.num_edges
+    width = 9 + E
+    rng = np.random.default_rng(21)
+    for t in range(central.params.episode_slots):
+        np.testing.assert_array_equal(par.state(), obs)
+        for u, agent in enumerate(par.possible_agents):
+            np.testing.assert_array_equal(agent_obs[agent][:width], obs[u * width:(u + 1) * width])
+            np.testing.assert_array_equal(agent_obs[agent][-1], obs[-1])
+        joint = rng.integers(0, E + 2, size=4)
+        obs, reward, term, trunc, info = central.step(joint)
+        agent_obs, rewards, terms, truncs, infos = par.step({a: int(joint[u]) for u, a in enumerate(par.possible_agents)})
+        assert np.mean(list(rewards.values())) == pytest.approx(reward, rel=1e-12)
+        for u, agent in enumerate(par.possible_agents):
+            assert infos[agent]["latency_s"] == info["latency_s"][u]
+            assert infos[agent]["dropped"] == info["dropped"][u]
+            assert truncs[agent] == trunc
+    assert trunc and par.agents == []
+
+
+def test_supersuit_parameter_sharing_trains_with_sb3():
+    import supersuit as ss
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    torch.set_num_threads(1)
+    penv = make_parallel(MA_ID, params="small", episode_slots=25)
+    venv = ss.pettingzoo_env_to_vec_env_v1(penv)
+    venv = ss.concat_vec_envs_v1(venv, 2, num_cpus=0, base_class="stable_baselines3")
+    # SuperSuit's ConcatVecEnv has no seed(): seed its reset (copy k gets seed + k).
+    venv.venv.reset(seed=0)
+    venv = VecMonitor(venv)
+    assert venv.num_envs == 8  # 2 copies x 4 devices, one shared policy
+    set_random_seed(0)
+    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=2, verbose=0)
+    model.learn(300)
+    assert model.num_timesteps >= 300
+    assert len(model.ep_info_buffer) > 0  # episodes of 25 slots finished through SuperSuit
+    actions, _ = model.predict(venv.reset())
+    assert actions.shape == (8,) and ((actions >= 0) & (actions < 4)).all()
+
+
+# ---------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------
+def test_baselines_respect_masks_and_their_rules():
+    venv = make_sb3_vec_env(ENV_ID, num_envs=3, params="medium", seed=4)
+    obs = venv.reset()
+    kernel = venv.kernel
+    for name, cls in BASELINES.items():
+        policy = cls(venv, seed=0)
+        a, _ = policy.predict(obs)
+        mask = kernel.action_masks().reshape(3, 20, -1)
+        has = kernel.current_tasks()["present"]
+        chosen = np.take_along_axis(mask, a[..., None], axis=2)[..., 0]
+        assert chosen[has].all(), name
+    link = kernel.link_state()
+    assert (BASELINES["all_local"](venv).predict(obs)[0] == 0).all()
+    assert (BASELINES["all_cloud"](venv).predict(obs)[0] == 4).all()
+    assert (BASELINES["all_nearest_edge"](venv).predict(obs)[0] == link["nearest"] + 1).all()
+    assert UPPER_BOUND is None  # the enumeration does not fit the default preset
+
+
+def test_greedy_beats_fixed_rules_over_seeds():
+    costs = {}
+    for name in ("greedy", "all_local", "all_nearest_edge", "random", "all_cloud"):
+        venv = make_sb3_vec_env(ENV_ID, num_envs=4, params="medium", episode_slots=40)
+        policy = BASELINES[name](venv, seed=0)
+        costs[name] = evaluate_policy(policy, ENV_ID, n_episodes=4, seed=500, venv=venv).metric("cost")
+    for other in ("all_local", "all_nearest_edge", "random", "all_cloud"):
+        assert (costs["greedy"] < costs[other]).all(), (other, costs)
+    assert (costs["all_cloud"] < costs["all_local"]).all()
+
+
+def test_one_slot_optimum_is_exact_and_beats_every_rule_in_its_slot():
+    kernel = TaskOffloadingKernel(PRESETS["small"], num_envs=1)
+    kernel.reset(seed=8)
+    optimum = OneSlotOptimumPolicy(kernel)
+    rules = {name: BASELINES[name](kernel, seed=0) for name in ("greedy", "all_cloud", "all_nearest_edge", "random")}
+    rng = np.random.default_rng(8)
+    for t in range(6):
+        rewards = optimum.slot_rewards(0)
+        best = optimum.act(kernel.observe())
+        # The chosen joint action's reward, checked on an independent clone.
+        _, r_best, _, _, _ = kernel.clone_instance(0, 1).step(best)
+        assert r_best[0] == pytest.approx(rewards.max(), rel=1e-12)
+        for name, rule in rules.items():
+            _, r_rule, _, _, _ = kernel.clone_instance(0, 1).step(rule.act(kernel.observe()))
+            assert r_best[0] >= r_rule[0] - 1e-12, name
+        kernel.step(random_masked_actions(kernel, rng))
+    with pytest.raises(ValueError, match="num_devices"):
+        OneSlotOptimumPolicy(TaskOffloadingKernel("medium"))
+    assert set(EXACT_BASELINES) == {"one_slot_optimum"}
+
+
+def test_greedy_estimate_is_exact_for_a_single_task():
+    # With one task in the system, greedy's estimate is the true latency of its choice.
+    params = TaskOffloadingParams(num_devices=1, num_edges=3, episode_slots=5, task_arrival_prob=1.0)
+    kernel = TaskOffloadingKernel(params, num_envs=1)
+    kernel.reset(seed=9)
+    greedy = GreedyLatencyPolicy(kernel)
+    choice = greedy.act(kernel.observe())
+    latencies = []
+    for a in range(params.num_choices):
+        _, _, _, _, info = kernel.clone_instance(0, 1).step(np.array([[a]]))
+        latencies.append(info["latency_s"][0, 0] if info["completed"][0, 0] else np.inf)
+    assert latencies[choice[0, 0]] == min(latencies)
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [("num_devices", 0), ("num_edges", 1.5), ("task_arrival_prob", 1.2), ("deadline_s", 0.0),
+     ("task_bits_max", 1e3), ("shared_reward_weight", -0.1), ("edge_cpu_hz", float("nan"))],
+)
+def test_bad_params_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"TaskOffloadingParams.{field}"):
+        TaskOffloadingParams(**{field: value})
+    with pytest.raises(ValueError, match="preset"):
+        TaskOffloadingKernel("huge")
+
+
+def test_bad_actions_raise():
+    kernel = TaskOffloadingKernel("small", num_envs=2)
+    kernel.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="instance 1"):
+        kernel.step(np.array([[0, 0, 0, 0], [0, 4, 0, 0]]))
+    with pytest.raises(InvalidActionError, match="shape"):
+        kernel.step(np.zeros((2, 3), dtype=int))
+    with pytest.raises(InvalidActionError):
+        kernel.step(np.full((2, 4), np.nan))
+    par = make_parallel(MA_ID, params="small")
+    par.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="missing"):
+        par.step({"device_0": 0})
