@@ -1,0 +1,452 @@
+"""Tests of gentwin/RisIsac-v0: signal model, projection, digital twin, baselines, API."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import gentwin  # noqa: F401  (registers the ids)
+from gentwin.baselines.ris_isac import (
+    BASELINES,
+    UPPER_BOUND,
+    AlternatingOptimisation,
+    AlternatingOptimisationPerfectCSI,
+    RandomPhaseMRT,
+    RandomPhaseZF,
+)
+from gentwin.envs.core import InvalidActionError
+from gentwin.envs.ris_isac import (
+    PRESETS,
+    RisIsacKernel,
+    RisIsacParams,
+    action_to_design,
+    decode_observation,
+    design_to_action,
+    sensing_gain,
+    sensing_row,
+)
+
+ENV_ID = "gentwin/RisIsac-v0"
+SHORT = {"episode_slots": 6}
+
+
+# ---------------------------------------------------------------------------
+# Independent, loop-based reference computations (no shared code with the env)
+# ---------------------------------------------------------------------------
+def loop_effective_channel(direct, ris_user, bs_ris, theta):
+    K, M = direct.shape
+    N = len(theta)
+    h = np.zeros((K, M), dtype=complex)
+    for k in range(K):
+        for m in range(M):
+            acc = direct[k, m]
+            for n in range(N):
+                acc += ris_user[k, n] * np.exp(1j * theta[n]) * bs_ris[n, m]
+            h[k, m] = acc
+    return h
+
+
+def loop_rates(h, w, noise):
+    K = h.shape[0]
+    rates = []
+    for k in range(K):
+        signal = abs(np.vdot(h[k].conj(), w[:, k])) ** 2
+        interference = 0.0
+        for j in range(K + 1):  # column K is the radar stream w_0
+            if j != k:
+                interference += abs(sum(h[k, m] * w[m, j] for m in range(len(h[k])))) ** 2
+        rates.append(np.log2(1.0 + signal / (interference + noise)))
+    return np.array(rates)
+
+
+def loop_beampattern(steer, w):
+    """a^H R a with R = sum_j w_j w_j^H built explicitly."""
+    R = np.zeros((w.shape[0], w.shape[0]), dtype=complex)
+    for j in range(w.shape[1]):
+        R += np.outer(w[:, j], w[:, j].conj())
+    return float(np.real(steer.conj() @ R @ steer))
+
+
+def random_actions(kernel, rng, n=None):
+    shape = (kernel.num_envs if n is None else n, kernel.single_action_space.shape[0])
+    return rng.uniform(-1, 1, size=shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# API: checkers, vector equivalence, seeding, observation bounds, errors
+# ---------------------------------------------------------------------------
+def test_gymnasium_and_sb3_env_checkers():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, **SHORT).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, **SHORT).unwrapped, warn=False)
+
+
+def test_native_vector_env_equals_sync_vector_env_with_autoreset():
+    B, seed = 3, 11
+    native = gym.make_vec(ENV_ID, num_envs=B, **SHORT)
+    sync = SyncVectorEnv([lambda: gym.make(ENV_ID, **SHORT) for _ in range(B)],
+                         autoreset_mode=AutoresetMode.SAME_STEP)
+    obs_n, _ = native.reset(seed=seed)
+    obs_s, _ = sync.reset(seed=seed)
+    np.testing.assert_array_equal(obs_n, obs_s)
+    rng = np.random.default_rng(0)
+    saw_reset = False
+    for _ in range(15):  # crosses two episode ends (6 slots each)
+        a = rng.uniform(-1, 1, size=(B, native.single_action_space.shape[0])).astype(np.float32)
+        on, rn, tn, trn, info_n = native.step(a)
+        os_, rs, ts, trs, info_s = sync.step(a)
+        np.testing.assert_array_equal(on, os_)
+        np.testing.assert_array_equal(rn, rs)
+        np.testing.assert_array_equal(tn, ts)
+        np.testing.assert_array_equal(trn, trs)
+        if not trn.any():
+            np.testing.assert_array_equal(info_n["sum_rate_bps_hz"], info_s["sum_rate_bps_hz"])
+        else:
+            np.testing.assert_array_equal(info_n["final_info"]["sum_rate_bps_hz"],
+                                          info_s["final_info"]["sum_rate_bps_hz"])
+            saw_reset = True
+            for i in np.flatnonzero(trn):
+                np.testing.assert_array_equal(info_n["final_obs"][i], info_s["final_obs"][i])
+    assert saw_reset
+
+
+def test_instance_i_of_batch_equals_single_env_seeded_s_plus_i():
+    seed, B = 5, 4
+    batch = RisIsacKernel(RisIsacParams(**SHORT), num_envs=B)
+    single = RisIsacKernel(RisIsacParams(**SHORT), num_envs=1)
+    obs_b = batch.reset(seed=seed)
+    obs_1 = single.reset(seed=seed + 2)
+    np.testing.assert_array_equal(obs_b[2], obs_1[0])
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = random_actions(batch, rng)
+        ob, rb, _, _, ib = batch.step(a)
+        o1, r1, _, _, i1 = single.step(a[2:3])
+        np.testing.assert_array_equal(ob[2], o1[0])
+        assert rb[2] == r1[0]
+        np.testing.assert_array_equal(ib["user_rate_bps_hz"][2], i1["user_rate_bps_hz"][0])
+
+
+def test_same_seed_same_trajectory_different_seed_differs():
+    def rollout(seed):
+        k = RisIsacKernel(None, num_envs=2)
+        obs = [k.reset(seed=seed)]
+        rng = np.random.default_rng(3)
+        for _ in range(4):
+            obs.append(k.step(random_actions(k, rng))[0])
+        return np.stack(obs)
+
+    np.testing.assert_array_equal(rollout(7), rollout(7))
+    assert not np.allclose(rollout(7), rollout(8))
+
+
+def test_observations_stay_inside_space_over_long_random_run():
+    env = gym.make_vec(ENV_ID, num_envs=8, episode_slots=20, params="stale_twin")
+    space = env.single_observation_space
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        assert all(space.contains(o) for o in obs)
+        assert np.isfinite(obs).all()
+        a = rng.uniform(-1, 1, size=(8, env.single_action_space.shape[0])).astype(np.float32)
+        obs, *_ = env.step(a)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_users", 0),
+        ("num_ris_elements", 2.5),
+        ("twin_sync_period_slots", 0),
+        ("twin_estimation_nmse", -0.1),
+        ("sensing_threshold", 0.0),
+        ("slot_duration_s", 0.0),
+        ("target_angle_max_deg", -70.0),
+        ("ris_position_m", (0.0, 0.5)),
+        ("bs_position_m", (1.0, 2.0, 3.0)),
+    ],
+)
+def test_bad_params_raise_value_error_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        RisIsacParams(**{field: value})
+
+
+def test_target_via_ris_needs_the_ris():
+    with pytest.raises(ValueError, match="target_via_ris"):
+        RisIsacParams(target_via_ris=True, ris_present=False)
+
+
+def test_bad_actions_raise_invalid_action_error():
+    env = gym.make(ENV_ID).unwrapped
+    env.reset(seed=0)
+    dim = env.action_space.shape[0]
+    for bad in (np.full(dim, 1.5, np.float32), np.full(dim, np.nan, np.float32), np.zeros(dim + 1, np.float32)):
+        with pytest.raises(InvalidActionError):
+            env.step(bad)
+
+
+# ---------------------------------------------------------------------------
+# Signal model
+# ---------------------------------------------------------------------------
+def test_projection_gives_feasible_power_and_unit_modulus_phases():
+    p = RisIsacParams(max_transmit_power_dbm=33.0)
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([
+        rng.uniform(-1, 1, (200, p.action_dim)),
+        np.ones((1, p.action_dim)), -np.ones((1, p.action_dim)), np.zeros((1, p.action_dim)),
+        rng.uniform(-0.05, 0.05, (20, p.action_dim)),  # inside the ball: left unchanged
+    ])
+    w, theta = action_to_design(p, actions)
+    power = np.sum(np.abs(w) ** 2, axis=(1, 2))
+    assert np.all(power <= p.max_transmit_power_w * (1 + 1e-12))
+    # Outside the ball the projection lands on its boundary (full power).
+    np.testing.assert_allclose(power[:202], p.max_transmit_power_w, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(np.exp(1j * theta)), 1.0, rtol=1e-15)
+    # Inside the ball the design is W_raw itself (projection is the identity there).
+    n = p.num_bs_antennas * p.num_streams
+    raw = np.sqrt(p.max_transmit_power_w) * (actions[-20:, :n] + 1j * actions[-20:, n:2 * n])
+    np.testing.assert_allclose(w[-20:].reshape(20, -1), raw, rtol=1e-12)
+    # design_to_action inverts the map.
+    w2, theta2 = action_to_design(p, design_to_action(p, w, theta))
+    np.testing.assert_allclose(w2, w, atol=1e-6 * np.sqrt(p.max_transmit_power_w))
+    np.testing.assert_allclose(np.exp(1j * theta2), np.exp(1j * theta), atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["default", "nlos_target"])
+def test_rates_and_sensing_gain_match_a_loop_based_computation(preset):
+    params = dataclasses.replace(PRESETS[preset], num_users=3, num_ris_elements=8, num_bs_antennas=4)
+    k = RisIsacKernel(params, num_envs=3)
+    k.reset(seed=21)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        direct, ris_user, bs_ris = k.true_channels()
+        target_sin = k.target_sin()
+        a = random_actions(k, rng)
+        _, reward, _, _, info = k.step(a)
+        for b in range(3):
+            ab = a[b].astype(np.float64)
+            M, K1, N = params.num_bs_antennas, params.num_streams, params.num_ris_elements
+            w = np.zeros((M, K1), dtype=complex)
+            for m in range(M):
+                for j in range(K1):
+                    w[m, j] = ab[m * K1 + j] + 1j * ab[M * K1 + m * K1 + j]
+            w *= np.sqrt(params.max_transmit_power_w)
+            norm = np.sqrt(sum(abs(x) ** 2 for x in w.ravel()))
+            if norm > np.sqrt(params.max_transmit_power_w):
+                w *= np.sqrt(params.max_transmit_power_w) / norm
+            theta = np.pi * ab[2 * M * K1:]
+            h = loop_effective_channel(direct[b], ris_user[b], bs_ris[b], theta)
+            rates = loop_rates(h, w, params.noise_power_w)
+            np.testing.assert_allclose(info["user_rate_bps_hz"][b], rates, rtol=1e-9)
+            if params.target_via_ris:
+                b_t = np.exp(1j * np.pi * np.arange(N) * target_sin[b])
+                # Field toward the target: b^H Theta G x, i.e. the "steering" (b^H Theta G)^H.
+                steer = (b_t.conj() * np.exp(1j * theta) @ bs_ris[b]).conj()
+                gain = loop_beampattern(steer, w) / (N * N * M * params.bs_ris_gain * params.max_transmit_power_w)
+            else:
+                steer = np.exp(1j * np.pi * np.arange(M) * target_sin[b])
+                gain = loop_beampattern(steer, w) / (M * params.max_transmit_power_w)
+            np.testing.assert_allclose(info["sensing_gain"][b], gain, rtol=1e-9)
+            shortfall = max(0.0, 1.0 - gain / params.sensing_threshold)
+            expected = rates.sum() - params.sensing_penalty * shortfall
+            np.testing.assert_allclose(reward[b], expected, rtol=1e-9, atol=1e-12)
+            assert info["sensing_violation"][b] == (gain < params.sensing_threshold * (1 - 1e-9))
+
+
+def test_dedicated_radar_beam_alone_gives_gain_equal_to_its_power_share():
+    p = RisIsacParams()
+    k = RisIsacKernel(p, num_envs=2)
+    k.reset(seed=3)
+    share = 0.4
+    w = np.zeros((2, p.num_bs_antennas, p.num_streams), dtype=complex)
+    steer = np.exp(1j * np.pi * np.arange(p.num_bs_antennas)[None] * k.target_sin()[:, None])
+    w[:, :, -1] = np.sqrt(share * p.max_transmit_power_w / p.num_bs_antennas) * steer
+    theta = np.zeros((2, p.num_ris_elements))
+    _, reward, _, _, info = k.step(design_to_action(p, w, theta))
+    np.testing.assert_allclose(info["sensing_gain"], share, rtol=1e-5)
+    np.testing.assert_array_equal(info["sum_rate_bps_hz"], 0.0)  # no user streams
+    assert not info["sensing_violation"].any()
+    np.testing.assert_allclose(reward, 0.0, atol=1e-12)
+
+
+def test_without_ris_phases_have_no_effect():
+    k = RisIsacKernel("no_ris", num_envs=2)
+    k2 = RisIsacKernel("no_ris", num_envs=2)
+    k.reset(seed=1)
+    k2.reset(seed=1)
+    _, ris_user, _ = k.true_channels()
+    assert np.all(ris_user == 0)
+    a = random_actions(k, np.random.default_rng(0))
+    a2 = a.copy()
+    a2[:, -k.params.num_ris_elements:] = -a2[:, -k.params.num_ris_elements:]
+    np.testing.assert_allclose(k.step(a)[1], k2.step(a2)[1], rtol=1e-12)
+
+
+def test_gauss_markov_channel_keeps_unit_power_and_lag_one_correlation_rho():
+    p = RisIsacParams(user_speed_mps=3.0, episode_slots=30)
+    k = RisIsacKernel(p, num_envs=300)
+    k.reset(seed=0)
+    rho = p.channel_correlation
+    assert 0.3 < rho < 0.95  # a regime where a wrong correlation shows
+    rng = np.random.default_rng(0)
+    before = k.scatter_direct.copy()
+    k.step(random_actions(k, rng))
+    after = k.scatter_direct
+    corr = np.mean(after * before.conj()).real
+    assert abs(corr - rho) < 0.03
+    for _ in range(20):
+        k.step(random_actions(k, rng))
+    assert abs(np.mean(np.abs(k.scatter_ris_user) ** 2) - 1.0) < 0.03
+
+
+def test_channel_powers_follow_path_loss_and_rician_mean_is_the_line_of_sight():
+    p = RisIsacParams(rician_factor_ris_user=3.0, rician_factor_bs_user=1.0)
+    k = RisIsacKernel(p, num_envs=400)
+    k.reset(seed=0)
+    direct, ris_user, bs_ris = k.true_channels()
+    gain_direct, gain_ris, los_direct, los_ris = k._geometry()
+    # Unit average power once the path gain is divided out.
+    assert abs(np.mean(np.abs(direct) ** 2 / gain_direct[..., None]) - 1.0) < 0.03
+    assert abs(np.mean(np.abs(ris_user) ** 2 / gain_ris[..., None]) - 1.0) < 0.03
+    assert abs(np.mean(np.abs(bs_ris) ** 2) / p.bs_ris_gain - 1.0) < 0.03
+    # The mean (over fading) is the line-of-sight part with weight sqrt(K/(1+K)).
+    mean_los = np.mean(ris_user / np.sqrt(gain_ris)[..., None] * los_ris.conj(), axis=(0, 1))
+    np.testing.assert_allclose(mean_los.real, np.sqrt(3.0 / 4.0), atol=0.04)
+    mean_direct = np.mean(direct / np.sqrt(gain_direct)[..., None] * los_direct.conj())
+    np.testing.assert_allclose(mean_direct.real, np.sqrt(0.5), atol=0.04)
+    # Path loss: beta(d) = 10^(-C0/10) d^-alpha (plus the blockage on direct links).
+    pos = k.user_start_m[0, 0]
+    d = np.hypot(*(pos - np.asarray(p.bs_position_m)))
+    np.testing.assert_allclose(gain_direct[0, 0], 10 ** (-(30 + 10) / 10) * d ** -3.6, rtol=1e-12)
+
+
+def test_users_move_at_their_speed():
+    p = RisIsacParams(user_speed_mps=20.0, episode_slots=10)
+    k = RisIsacKernel(p, num_envs=1)
+    k.reset(seed=0)
+    before = k._geometry()[0].copy()
+    for _ in range(5):
+        k.step(random_actions(k, np.random.default_rng(0)))
+    np.testing.assert_allclose(np.linalg.norm(k.user_velocity_mps, axis=-1), 20.0)
+    # After 5 slots each user is at p(0) + 5 T_s v, and the path gain follows.
+    pos = k.user_start_m + 5 * p.slot_duration_s * k.user_velocity_mps
+    d = np.linalg.norm(pos - np.asarray(p.bs_position_m), axis=-1)
+    after = k._geometry()[0]
+    np.testing.assert_allclose(after, p.path_gain(d, p.path_loss_exponent_bs_user, p.direct_link_blockage_db),
+                               rtol=1e-12)
+    assert not np.allclose(before, after, rtol=1e-3, atol=0)
+
+
+# ---------------------------------------------------------------------------
+# The digital twin
+# ---------------------------------------------------------------------------
+def test_perfect_twin_observation_equals_true_channel():
+    k = RisIsacKernel("perfect_twin", num_envs=3)
+    obs = k.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        direct, ris_user, bs_ris, target_sin, age = decode_observation(k.params, obs)
+        for est, true in zip((direct, ris_user, bs_ris), k.true_channels()):
+            np.testing.assert_allclose(est, true, rtol=0, atol=1e-6 * np.abs(true).max())
+        np.testing.assert_allclose(target_sin, k.target_sin(), atol=1e-7)
+        assert np.all(age == 0)
+        obs, _, _, _, info = k.step(random_actions(k, rng))
+        assert np.all(info["twin_nmse"] == 0)
+
+
+def test_imperfect_twin_observation_differs_from_true_channel():
+    k = RisIsacKernel(None, num_envs=3)
+    obs = k.reset(seed=2)
+    direct, *_ = decode_observation(k.params, obs)
+    assert not np.allclose(direct, k.true_channels()[0], rtol=1e-3)
+
+
+def test_twin_error_grows_with_age_between_refreshes_and_matches_lmmse_theory():
+    period, eps = 5, 0.5  # large eps: the LMMSE shrink 1/(1+eps) matters
+    p = RisIsacParams(twin_estimation_nmse=eps, twin_sync_period_slots=period, episode_slots=15,
+                      user_speed_mps=2.0)
+    k = RisIsacKernel(p, num_envs=400)
+    k.reset(seed=0)
+    rho = p.channel_correlation
+    rng = np.random.default_rng(0)
+    errors, nmse_by_age = [], {}
+    for t in range(12):
+        decay = rho ** k.twin_age[:, None, None]
+        err = np.mean(np.abs(k.scatter_direct - decay * k.twin_direct) ** 2)
+        errors.append((int(k.twin_age[0]), err))
+        _, _, _, _, info = k.step(random_actions(k, rng))
+        assert np.all(info["twin_age_slots"] == t % period)
+        nmse_by_age.setdefault(t % period, []).append(info["twin_nmse"].mean())
+    for age, err in errors:
+        theory = 1.0 - rho ** (2 * age) / (1.0 + eps)
+        assert abs(err - theory) < 0.1 * theory + 0.005, (age, err, theory)
+    mean_by_age = [np.mean(nmse_by_age[a]) for a in range(period)]
+    assert all(np.diff(mean_by_age) > 0), mean_by_age
+    assert mean_by_age[-1] > 1.5 * mean_by_age[0]
+
+
+# ---------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------
+def test_baseline_registry():
+    assert UPPER_BOUND in BASELINES
+    assert BASELINES[UPPER_BOUND].requires_kernel
+    assert not BASELINES["ao_twin"].requires_kernel
+
+
+def test_alternating_optimisation_is_monotone_and_beats_random_phases():
+    k = RisIsacKernel(None, num_envs=6)
+    k.reset(seed=100)
+    ao = AlternatingOptimisationPerfectCSI(k)
+    direct, ris_user, bs_ris = k.true_channels()
+    theta, w, history = ao.optimise(direct, ris_user, bs_ris, k.target_sin())
+    assert history.shape == (2 * ao.outer_iterations + 1, 6)
+    assert np.all(np.diff(history, axis=0) >= -1e-9 * np.abs(history[1:]))
+    assert np.all(history[-1] > history[0])
+    # Its design is feasible and meets the sensing threshold.
+    assert np.all(np.sum(np.abs(w) ** 2, axis=(1, 2)) <= k.params.max_transmit_power_w * (1 + 1e-9))
+    row, norm = sensing_row(k.params, bs_ris, theta, k.target_sin())
+    assert np.all(sensing_gain(row, norm, w) >= k.params.sensing_threshold * (1 - 1e-9))
+    # The objective with random phases (same precoder optimisation) is lower.
+    random_theta = np.random.default_rng(0).uniform(-np.pi, np.pi, theta.shape)
+    assert np.all(history[-1] > ao.objective(direct, ris_user, bs_ris, k.target_sin(), random_theta, w))
+    # In the environment: AO beats random phases with MRT and ZF on every instance.
+    rewards = {}
+    for cls in (AlternatingOptimisationPerfectCSI, RandomPhaseMRT, RandomPhaseZF):
+        kk = RisIsacKernel(None, num_envs=6)
+        o = kk.reset(seed=100)
+        policy = cls(kk, seed=0)
+        rewards[cls.name] = kk.step(policy.predict(o)[0])[1]
+    assert np.all(rewards["ao_perfect_csi"] > rewards["random_phase_mrt"])
+    assert np.all(rewards["ao_perfect_csi"] > rewards["random_phase_zf"])
+
+
+def test_ao_on_a_perfect_twin_matches_the_perfect_csi_oracle():
+    k = RisIsacKernel("perfect_twin", num_envs=4)
+    obs = k.reset(seed=9)
+    twin = AlternatingOptimisation(k).predict(obs)[0]
+    oracle = AlternatingOptimisationPerfectCSI(k).predict(obs)[0]
+    k2 = RisIsacKernel("perfect_twin", num_envs=4)
+    k2.reset(seed=9)
+    np.testing.assert_allclose(k.step(twin)[1], k2.step(oracle)[1], rtol=1e-4)
+
+
+def test_stale_twin_hurts_the_twin_fed_ao_not_the_oracle():
+    rewards = {}
+    for name in ("ao_twin", "ao_perfect_csi"):
+        k = RisIsacKernel(dict(twin_estimation_nmse=0.2, twin_sync_period_slots=8, user_speed_mps=3.0,
+                               episode_slots=8), num_envs=6)
+        obs = k.reset(seed=4)
+        policy = BASELINES[name](k)
+        total = 0.0
+        for _ in range(6):
+            obs, r, *_ = k.step(policy.predict(obs)[0])
+            total += r.mean()
+        rewards[name] = total
+    assert rewards["ao_perfect_csi"] > 1.1 * rewards["ao_twin"]
