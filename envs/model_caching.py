@@ -72,7 +72,10 @@ Action Space
 single-agent view; each PettingZoo agent has ``MultiDiscrete([3] * M)``).  Per
 PFM instance: ``0`` = not cached (evicted if cached; its requests are offloaded),
 ``1`` = cached and its requests executed at this edge, ``2`` = cached but its
-requests offloaded this slot.  Feasibility rule (the action is never rejected):
+requests offloaded this slot.  With ``action_mode="box"`` the space is
+``Box(-1, 1, (M,))`` per edge and ``a <= -1/3`` means option 0,
+``-1/3 < a <= 1/3`` option 2 and ``a > 1/3`` option 1 (for SAC/TD3 and the
+diffusion agent; DQN does not fit: ``3 ** M`` joint actions).  Feasibility rule (the action is never rejected):
 instances that stay cached are kept, then new loads are admitted in order of
 this slot's requests for them (most first, ties by index) as long as the running
 total fits in the free memory; the first that does not fit and all after it are
@@ -237,6 +240,10 @@ ARCHITECTURES: tuple[str, ...] = (
 )
 _ROW_BY_NAME = {row.name: row for row in TABLE_I}
 FAMILIES = ("LFM", "VFM", "MFM")
+ACTION_MODES = ("discrete", "box")
+#: Box actions: a <= -1/3 -> option 0, -1/3 < a <= 1/3 -> option 2, a > 1/3 -> option 1.
+_BOX_EDGES = (-1.0 / 3.0, 1.0 / 3.0)
+_BOX_OPTION = np.array([0, 2, 1])
 A1_READINGS = ("one_shot_gain", "one_shot")
 
 
@@ -283,6 +290,9 @@ class ModelCachingParams:
     #: Table I rows in the catalogue (names of :data:`TABLE_I`).
     models: tuple[str, ...] = tuple(row.name for row in TABLE_I)
     num_edges: int = 1
+    #: "discrete": MultiDiscrete([3] * M) per edge; "box": Box(-1, 1, (M,)) per edge,
+    #: read as the same three options (see Action Space), for continuous-action agents.
+    action_mode: str = "discrete"
     num_slots: int = 100
     gpu_memory_gb: float = 48.0
     #: Bytes per parameter per architecture (order of :data:`ARCHITECTURES`):
@@ -339,6 +349,10 @@ class ModelCachingParams:
                 f"Table I rows from {sorted(_ROW_BY_NAME)}"
             )
         check_field(self, "num_edges", low=1, high=64, integer=True)
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(
+                f"ModelCachingParams.action_mode = {self.action_mode!r} is invalid: allowed are {ACTION_MODES}"
+            )
         check_field(self, "num_slots", low=1, high=1_000_000, integer=True)
         check_field(self, "gpu_memory_gb", low=0.0, low_inclusive=False)
         check_field(self, "bytes_per_param", low=0.0, low_inclusive=False, high=8.0)
@@ -516,10 +530,12 @@ class ModelCachingKernel(BatchedKernel):
         E, M = self.num_edges, self.num_models
         D = self.agent_obs_dim
         self.single_agent_observation_space = spaces.Box(0.0, 1.0, shape=(D,), dtype=np.float32)
-        self.single_agent_action_space = spaces.MultiDiscrete(np.full(M, 3, dtype=np.int64))
         obs = spaces.Box(0.0, 1.0, shape=(E * D,), dtype=np.float32)
-        act = spaces.MultiDiscrete(np.full(E * M, 3, dtype=np.int64))
-        return obs, act
+        if self.params.action_mode == "box":
+            self.single_agent_action_space = spaces.Box(-1.0, 1.0, shape=(M,), dtype=np.float32)
+            return obs, spaces.Box(-1.0, 1.0, shape=(E * M,), dtype=np.float32)
+        self.single_agent_action_space = spaces.MultiDiscrete(np.full(M, 3, dtype=np.int64))
+        return obs, spaces.MultiDiscrete(np.full(E * M, 3, dtype=np.int64))
 
     def validate_actions(self, actions) -> np.ndarray:
         """Also accept per-edge stacked actions ``(B, E, M)`` (the PettingZoo joint action)."""
@@ -603,6 +619,8 @@ class ModelCachingKernel(BatchedKernel):
 
     def action_masks(self) -> np.ndarray:
         """Allowed options ``(B, E * M * 3)``: caching options only for models that fit."""
+        if self.params.action_mode != "discrete":
+            raise AttributeError("action masks exist only for action_mode='discrete'")
         mask = np.ones((self.num_envs, self.num_edges, self.num_models, 3), dtype=bool)
         mask[..., 1:] &= self.fits[None, None, :, None]
         return mask.reshape(self.num_envs, -1)
@@ -611,7 +629,10 @@ class ModelCachingKernel(BatchedKernel):
     def _step(self, actions: np.ndarray):
         p = self.params
         B, E, M = self.num_envs, self.num_edges, self.num_models
-        act = actions.reshape(B, E, M)
+        if p.action_mode == "box":
+            act = _BOX_OPTION[np.digitize(actions.reshape(B, E, M), _BOX_EDGES, right=True)]
+        else:
+            act = actions.reshape(B, E, M)
         n = self.current_requests()  # (B, E, M)
         want = act > 0
 
