@@ -468,12 +468,6 @@ def decode_observation(params: RisIsacParams, obs: np.ndarray):
     return direct, ris_user, bs_ris, o[..., pos], o[..., pos + 2]
 
 
-def _complex_normal(rng: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
-    """CN(0, 1) samples (real and imaginary parts N(0, 1/2))."""
-    z = rng.standard_normal((2, *shape), dtype=dtype)
-    return (z[0] + 1j * z[1]) * np.sqrt(0.5, dtype=dtype)
-
-
 class RisIsacKernel(BatchedKernel):
     """Batched RIS-ISAC dynamics with a digital twin (see the module docstring).
 
@@ -524,6 +518,17 @@ class RisIsacKernel(BatchedKernel):
         self.gain_total = np.zeros(B)
         self.twin_nmse_total = np.zeros(B)
         self._obs_scale = np.sqrt([p.bs_ris_gain, p.ris_user_reference_gain, p.bs_user_reference_gain])
+        # Constants of the channel composition (sqrt(K/(1+K)), sqrt(1/(1+K)) per link).
+        self._rician_weights = [
+            (np.sqrt(k / (1.0 + k)), np.sqrt(1.0 / (1.0 + k)))
+            for k in (p.rician_factor_bs_ris, p.rician_factor_ris_user, p.rician_factor_bs_user)
+        ]
+        self._bs_ris_gain_sqrt = np.sqrt(p.bs_ris_gain)
+        self._bs_position = np.asarray(p.bs_position_m, dtype=np.float64)
+        self._ris_position = np.asarray(p.ris_position_m, dtype=np.float64)
+        self._geometry_cache = None
+        # Normalised twin channels of the last observation (reused by the next step).
+        self._twin_observed = None
 
     def _build_spaces(self):
         p = self.params
@@ -536,26 +541,51 @@ class RisIsacKernel(BatchedKernel):
         p = self.params
         M, N, K, T = p.num_bs_antennas, p.num_ris_elements, p.num_users, p.episode_slots
         lo, hi = np.deg2rad(p.target_angle_min_deg), np.deg2rad(p.target_angle_max_deg)
-        for i in idx:  # reset path: one generator per instance (see envs/core.py)
+        R = self.num_refreshes
+        n64 = 2 * N * M + K * N + K * M  # S_G, its twin error, s_r(0), s_d(0)
+        n_link = K * N + K * M  # entries of the user links
+        n = len(idx)
+        uniform = np.empty((n, 3 * K + 1))
+        normal64 = np.empty((n, 2, n64))
+        innovations = np.empty((n, 2, T * n_link), dtype=np.float32)
+        errors = np.empty((n, 2, R * n_link), dtype=np.float32)
+        for row, i in enumerate(idx):  # reset path: one generator per instance (see envs/core.py)
             rng = self.rngs[i]
-            radius = p.user_area_radius_m * np.sqrt(rng.random(K))
-            angle = rng.uniform(-np.pi, np.pi, K)
-            self.user_start_m[i] = np.asarray(p.user_area_center_m) + radius[:, None] * np.stack(
-                [np.cos(angle), np.sin(angle)], axis=-1
-            )
-            heading = rng.uniform(-np.pi, np.pi, K)
-            self.user_velocity_mps[i] = p.user_speed_mps * np.stack([np.cos(heading), np.sin(heading)], axis=-1)
-            self.target_angle_rad[i] = rng.uniform(lo, hi)
-            self.scatter_bs_ris[i] = _complex_normal(rng, (N, M))
-            self.scatter_ris_user[i] = _complex_normal(rng, (K, N))
-            self.scatter_direct[i] = _complex_normal(rng, (K, M))
-            self.error_bs_ris[i] = _complex_normal(rng, (N, M))
-            # The episode's innovations and refresh errors, in single precision to keep memory small.
-            self.innovation_ris_user[i] = _complex_normal(rng, (T, K, N), np.float32)
-            self.innovation_direct[i] = _complex_normal(rng, (T, K, M), np.float32)
-            self.error_ris_user[i] = _complex_normal(rng, (self.num_refreshes, K, N), np.float32)
-            self.error_direct[i] = _complex_normal(rng, (self.num_refreshes, K, M), np.float32)
+            uniform[row] = rng.random(3 * K + 1)
+            normal64[row] = rng.standard_normal((2, n64))
+            # Single precision for the long per-slot blocks keeps memory small.  The twin's
+            # errors come last, so the physical channels of a seed do not depend on the
+            # twin's parameters (paired comparisons across twin settings).
+            innovations[row] = rng.standard_normal((2, T * n_link), dtype=np.float32)
+            errors[row] = rng.standard_normal((2, R * n_link), dtype=np.float32)
+        # Transform the draws for all reset instances at once.
+        radius = p.user_area_radius_m * np.sqrt(uniform[:, :K])
+        angle = 2.0 * np.pi * uniform[:, K : 2 * K] - np.pi
+        heading = 2.0 * np.pi * uniform[:, 2 * K : 3 * K] - np.pi
+        self.user_start_m[idx] = np.asarray(p.user_area_center_m) + radius[..., None] * np.stack(
+            [np.cos(angle), np.sin(angle)], axis=-1
+        )
+        self.user_velocity_mps[idx] = p.user_speed_mps * np.stack([np.cos(heading), np.sin(heading)], axis=-1)
+        self.target_angle_rad[idx] = lo + (hi - lo) * uniform[:, 3 * K]
+        z64 = (normal64[:, 0] + 1j * normal64[:, 1]) * np.sqrt(0.5)  # CN(0, 1)
+        half = np.sqrt(np.float32(0.5))
+        inn = (innovations[:, 0] + 1j * innovations[:, 1]) * half
+        err = (errors[:, 0] + 1j * errors[:, 1]) * half
+        cuts = np.cumsum([N * M, N * M, K * N])
+        g, g_err, s_r, s_d = np.split(z64, cuts, axis=1)
+        self.scatter_bs_ris[idx] = g.reshape(n, N, M)
+        self.error_bs_ris[idx] = g_err.reshape(n, N, M)
+        self.scatter_ris_user[idx] = s_r.reshape(n, K, N)
+        self.scatter_direct[idx] = s_d.reshape(n, K, M)
+        inn_r, inn_d = np.split(inn, [T * K * N], axis=1)
+        err_r, err_d = np.split(err, [R * K * N], axis=1)
+        self.innovation_ris_user[idx] = inn_r.reshape(n, T, K, N)
+        self.innovation_direct[idx] = inn_d.reshape(n, T, K, M)
+        self.error_ris_user[idx] = err_r.reshape(n, R, K, N)
+        self.error_direct[idx] = err_d.reshape(n, R, K, M)
         self.slot[idx] = 0
+        self._geometry_cache = None
+        self._twin_observed = None
         shrink = 1.0 / (1.0 + p.twin_estimation_nmse)
         noise = np.sqrt(p.twin_estimation_nmse)
         self.twin_bs_ris[idx] = shrink * (self.scatter_bs_ris[idx] + noise * self.error_bs_ris[idx])
@@ -577,13 +607,19 @@ class RisIsacKernel(BatchedKernel):
 
     # -- channels ----------------------------------------------------------------
     def _geometry(self):
-        """Path gains and line-of-sight rows of the user links at the current slot."""
+        """Path gains ``(B, K)`` and line-of-sight rows of the user links at the current slot.
+
+        Cached per slot: one step needs it for the true channel, the twin's error
+        and (after advancing) the next observation.
+        """
+        if self._geometry_cache is not None and np.array_equal(self._geometry_cache[0], self.slot):
+            return self._geometry_cache[1]
         p = self.params
         M, N = p.num_bs_antennas, p.num_ris_elements
         t_s = (self.slot * p.slot_duration_s)[:, None, None]
         pos = self.user_start_m + self.user_velocity_mps * t_s  # (B, K, 2)
-        rel_bs = pos - np.asarray(p.bs_position_m)
-        rel_ris = pos - np.asarray(p.ris_position_m)
+        rel_bs = pos - self._bs_position
+        rel_ris = pos - self._ris_position
         d_bs = np.maximum(np.hypot(rel_bs[..., 0], rel_bs[..., 1]), 1.0)
         d_ris = np.maximum(np.hypot(rel_ris[..., 0], rel_ris[..., 1]), 1.0)
         gain_direct = p.path_gain(d_bs, p.path_loss_exponent_bs_user, p.direct_link_blockage_db)
@@ -591,23 +627,19 @@ class RisIsacKernel(BatchedKernel):
         # Angles from the array broadsides: BS array along y (broadside +x), RIS along x (broadside -y).
         los_direct = steering_vector(rel_bs[..., 1] / d_bs, M).conj()
         los_ris = steering_vector(rel_ris[..., 0] / d_ris, N).conj()
-        return gain_direct, gain_ris, los_direct, los_ris
+        geometry = (gain_direct, gain_ris, los_direct, los_ris)
+        self._geometry_cache = (self.slot.copy(), geometry)
+        return geometry
 
     def _compose(self, scatter_bs_ris, scatter_ris_user, scatter_direct):
         """Channels ``(H_d, H_r, G)`` from scattered parts and the current geometry."""
-        p = self.params
         gain_direct, gain_ris, los_direct, los_ris = self._geometry()
-
-        def rician(k):
-            return np.sqrt(k / (1.0 + k)), np.sqrt(1.0 / (1.0 + k))
-
-        l_br, s_br = rician(p.rician_factor_bs_ris)
-        l_ru, s_ru = rician(p.rician_factor_ris_user)
-        l_bu, s_bu = rician(p.rician_factor_bs_user)
-        bs_ris = np.sqrt(p.bs_ris_gain) * (l_br * self.bs_ris_los + s_br * scatter_bs_ris)
-        ris_user = np.sqrt(gain_ris)[..., None] * (l_ru * los_ris + s_ru * scatter_ris_user)
-        if not p.ris_present:
-            ris_user = np.zeros_like(ris_user)
+        (l_br, s_br), (l_ru, s_ru), (l_bu, s_bu) = self._rician_weights
+        bs_ris = self._bs_ris_gain_sqrt * (l_br * self.bs_ris_los + s_br * scatter_bs_ris)
+        if self.params.ris_present:
+            ris_user = np.sqrt(gain_ris)[..., None] * (l_ru * los_ris + s_ru * scatter_ris_user)
+        else:
+            ris_user = np.zeros(scatter_ris_user.shape, dtype=np.complex128)
         direct = np.sqrt(gain_direct)[..., None] * (l_bu * los_direct + s_bu * scatter_direct)
         return direct, ris_user, bs_ris
 
@@ -637,6 +669,7 @@ class RisIsacKernel(BatchedKernel):
     def _observe(self) -> np.ndarray:
         p = self.params
         channels = self._normalised(self.twin_channels())
+        self._twin_observed = channels
         extra = np.stack(
             [np.sin(self.target_angle_rad), np.cos(self.target_angle_rad),
              self.twin_age / p.twin_sync_period_slots],
@@ -656,7 +689,9 @@ class RisIsacKernel(BatchedKernel):
         out = slot_reward(p, channel, precoder, row, normaliser)
         violation = out["gain"] < p.sensing_threshold * (1.0 - SENSING_TOLERANCE)
         # Twin fidelity of the observation this action was chosen on.
-        x_true, x_twin = self._normalised(true), self._normalised(self.twin_channels())
+        x_true = self._normalised(true)
+        x_twin = self._twin_observed if self._twin_observed is not None else self._normalised(self.twin_channels())
+        self._twin_observed = None
         twin_nmse = np.sum((x_twin - x_true) ** 2, axis=1) / np.sum(x_true**2, axis=1)
         info = {
             "user_rate_bps_hz": out["rates"],

@@ -360,6 +360,16 @@ def test_perfect_twin_observation_equals_true_channel():
         assert np.all(info["twin_nmse"] == 0)
 
 
+def test_physical_channels_of_a_seed_do_not_depend_on_the_twin():
+    rewards = []
+    for twin in (dict(), dict(twin_estimation_nmse=0.3, twin_sync_period_slots=7)):
+        k = RisIsacKernel(RisIsacParams(**twin), num_envs=2)
+        k.reset(seed=5)
+        rng = np.random.default_rng(0)
+        rewards.append([k.step(random_actions(k, rng))[1] for _ in range(9)])
+    np.testing.assert_array_equal(rewards[0], rewards[1])
+
+
 def test_imperfect_twin_observation_differs_from_true_channel():
     k = RisIsacKernel(None, num_envs=3)
     obs = k.reset(seed=2)
