@@ -249,18 +249,21 @@ class AspSelectionKernel(BatchedKernel):
         self.demand_max = int(self.demand_values.max())
         self.runtime_max = float(self.runtime_values.max())
         B, I, N = self.num_envs, p.num_asps, p.tasks_per_episode
-        # Episode draws; row N is the "no task waiting" sentinel after the last arrival.
-        self.task_record = np.zeros((B, N + 1, 6))
-        self.task_demand_idx = np.zeros((B, N + 1), dtype=np.int64)
-        self.task_obs = np.zeros((B, N + 1, 2), dtype=np.float32)
-        self.release_order = np.zeros((B, N), dtype=np.int64)
-        # release_count[b, n]: tasks of the episode that have ended by the arrival of task n.
-        self.release_count = np.zeros((B, N + 1), dtype=np.int64)
+        # Episode draws, task-major: row n holds task n of every instance, so when
+        # the instances of a batch are in step (equal episode lengths) each step
+        # reads contiguous memory.  Row N is the "no task waiting" sentinel.
+        self.task_record = np.zeros((N + 1, B, 6))
+        self.task_demand_idx = np.zeros((N + 1, B), dtype=np.int64)
+        self.task_obs = np.zeros((N + 1, B, 2), dtype=np.float32)
+        # release_order[k, b]: the k-th task of instance b to end.
+        self.release_order = np.zeros((N, B), dtype=np.int64)
+        # release_count[n, b]: tasks of the episode that have ended by the arrival of task n.
+        self.release_count = np.zeros((N + 1, B), dtype=np.int64)
         # Dynamic state.
         self.task = np.zeros(B, dtype=np.int64)  # index of the task awaiting assignment
         self.release_ptr = np.zeros(B, dtype=np.int64)
         # epoch * I + asp of each assigned task; -1 for tasks lost in a crash.
-        self.assignment = np.full((B, N), -1, dtype=np.int64)
+        self.assignment = np.full((N, B), -1, dtype=np.int64)
         self.epoch = np.zeros((B, I), dtype=np.int64)
         self.aggregate = np.zeros((B, I, 4))
         # Episode counters (each crash drops exactly the arriving task).
@@ -268,22 +271,24 @@ class AspSelectionKernel(BatchedKernel):
         self.killed = np.zeros(B, dtype=np.int64)
         self.crashes = np.zeros(B, dtype=np.int64)
         self.utility = np.zeros(B)
+        # Flat views: gathers by flat index (take) are the cheapest NumPy calls,
+        # which matters at B = 1 where each call's fixed cost dominates.
         self._batch = np.arange(B)
         self._batch_offset = self._batch * I
         self._aggregate_flat = self.aggregate.reshape(B * I, 4)
+        self._aggregate_1d = self.aggregate.reshape(-1)
         self._epoch_flat = self.epoch.reshape(B * I)
         self._inv_capacity = 1.0 / self.capacity
-        # Flat views for cheap gathers in the step (see _step).
         self._n_demands = len(self.demand_values)
         self._quality_flat = self.market.quality.reshape(-1)
-        self._task_offset = self._batch * (N + 1)
-        self._task_record_flat = self.task_record.reshape(B * (N + 1), 6)
+        self._task_record_flat = self.task_record.reshape((N + 1) * B, 6)
         self._task_demand_idx_flat = self.task_demand_idx.reshape(-1)
+        self._task_obs_flat = self.task_obs.reshape((N + 1) * B, 2)
         self._release_count_flat = self.release_count.reshape(-1)
-        # assignment has N columns per instance: flat index = b * N + n = task_slot - b.
+        self._release_order_flat = self.release_order.reshape(-1)
         self._assignment_flat = self.assignment.reshape(-1)
+        self._delta_columns = np.arange(4)
         self._never = np.zeros(B, dtype=bool)
-        self._task_obs_flat = self.task_obs.reshape(B * (N + 1), 2)
         self._obs = np.zeros((B, 2 * I + 2), dtype=np.float32)
         self._obs[:, :I] = self.capacity / p.capacity_max
 
@@ -296,33 +301,45 @@ class AspSelectionKernel(BatchedKernel):
     def _reset_instances(self, idx: np.ndarray) -> None:
         p = self.params
         N = p.tasks_per_episode
-        n_demands = len(self.demand_values)
-        for i in idx:  # reset path: one generator per instance (see envs/core.py)
+        R = len(idx)
+        gaps = np.empty((R, N))
+        demand_idx = np.empty((R, N), dtype=np.int64)
+        for k, i in enumerate(idx):  # reset path: one generator per instance (see envs/core.py)
             rng = self.rngs[i]
-            arrival = np.cumsum(rng.exponential(1.0 / p.arrival_rate_per_s, size=N))
-            demand_idx = rng.integers(0, n_demands, size=N)
-            runtime = self.runtime_values[demand_idx]
-            end = arrival + runtime
-            order = np.argsort(end, kind="stable")
-            record = self.task_record[i]
-            record[:N, self._ARRIVAL] = arrival
-            record[:N, self._DEMAND] = self.demand_values[demand_idx]
-            record[:N, self._ONE] = 1.0
-            record[:N, self._END_OVER_RUNTIME] = end / runtime
-            record[:N, self._INV_RUNTIME] = 1.0 / runtime
-            record[:N, self._END] = end
-            record[N] = 0.0
-            record[N, self._ARRIVAL] = arrival[-1]
-            self.task_demand_idx[i, :N] = demand_idx
-            self.task_obs[i, :N, 0] = self.demand_values[demand_idx] / self.demand_max
-            self.task_obs[i, :N, 1] = runtime / self.runtime_max
-            self.release_order[i] = order
-            self.release_count[i, :N] = np.searchsorted(end[order], arrival, side="right")
-            # After the last task no more releases happen within the episode.
-            self.release_count[i, N] = self.release_count[i, N - 1]
+            gaps[k] = rng.exponential(1.0 / p.arrival_rate_per_s, size=N)
+            demand_idx[k] = rng.integers(0, self._n_demands, size=N)
+        # Everything below is exact array work on the R drawn episodes at once.
+        arrival = np.cumsum(gaps, axis=1)
+        runtime = self.runtime_values[demand_idx]
+        end = arrival + runtime
+        order = np.argsort(end, axis=1, kind="stable")
+        # Tasks ended by each arrival: merge the sorted end times with the arrival
+        # times; a stable sort puts an end before an equal arrival (end <= arrival).
+        merged = np.argsort(np.concatenate([np.take_along_axis(end, order, axis=1), arrival], axis=1),
+                            axis=1, kind="stable")
+        is_end = merged < N
+        ended = np.cumsum(is_end, axis=1)[~is_end].reshape(R, N)
+
+        record = self.task_record
+        record[:N, idx, self._ARRIVAL] = arrival.T
+        record[:N, idx, self._DEMAND] = self.demand_values[demand_idx].T
+        record[:N, idx, self._ONE] = 1.0
+        record[:N, idx, self._END_OVER_RUNTIME] = (end / runtime).T
+        record[:N, idx, self._INV_RUNTIME] = (1.0 / runtime).T
+        record[:N, idx, self._END] = end.T
+        record[N, idx] = 0.0
+        record[N, idx, self._ARRIVAL] = arrival[:, -1]
+        self.task_demand_idx[:N, idx] = demand_idx.T
+        self.task_obs[:N, idx, 0] = (self.demand_values[demand_idx] / self.demand_max).T
+        self.task_obs[:N, idx, 1] = (runtime / self.runtime_max).T
+        self.task_obs[N, idx] = 0.0
+        self.release_order[:, idx] = order.T
+        self.release_count[:N, idx] = ended.T
+        # After the last task no more releases happen within the episode.
+        self.release_count[N, idx] = ended[:, -1]
         self.task[idx] = 0
         self.release_ptr[idx] = 0
-        self.assignment[idx] = -1
+        self.assignment[:, idx] = -1
         self.epoch[idx] = 0
         self.aggregate[idx] = 0.0
         self.finished[idx] = 0
@@ -341,13 +358,14 @@ class AspSelectionKernel(BatchedKernel):
 
     def current_demand(self) -> np.ndarray:
         """Demand ``t`` of the waiting task per instance (0 after the last arrival)."""
-        return self.task_record[self._batch, self.task, self._DEMAND].astype(np.int64)
+        slot = self.task * self.num_envs + self._batch
+        return self._task_record_flat[slot, self._DEMAND].astype(np.int64)
 
     def _observe(self) -> np.ndarray:
         I = self.params.num_asps
         obs = self._obs
         obs[:, I : 2 * I] = (self.capacity - self.aggregate[:, :, self._USED]) * self._inv_capacity
-        obs[:, 2 * I :] = self._task_obs_flat.take(self._task_offset + self.task, axis=0)
+        obs[:, 2 * I :] = self._task_obs_flat.take(self.task * self.num_envs + self._batch, axis=0)
         return obs.copy()
 
     def action_masks(self) -> np.ndarray:
@@ -361,11 +379,11 @@ class AspSelectionKernel(BatchedKernel):
         # Written for few NumPy calls: at B = 1 (the single env) each call's fixed
         # cost dominates, so gathers use flat indices and masks multiply.
         p = self.params
-        I = p.num_asps
+        B, I = self.num_envs, p.num_asps
         asp = actions
         n = self.task
         slot = self._batch_offset + asp  # flat (instance, ASP) index
-        task_slot = self._task_offset + n  # flat (instance, task) index
+        task_slot = n * B + self._batch  # flat (task, instance) index
         record = self._task_record_flat.take(task_slot, axis=0)
         current = self._aggregate_flat.take(slot, axis=0)
         feasible = self.capacity.take(asp) - current[:, self._USED] >= record[:, self._DEMAND]
@@ -387,14 +405,14 @@ class AspSelectionKernel(BatchedKernel):
         epoch = self._epoch_flat.take(slot) + crashed
         self._epoch_flat[slot] = epoch
         # Lost tasks get code -1; assigned ones epoch * I + asp.
-        self._assignment_flat[task_slot - self._batch] = (epoch * I + asp + 1) * feasible - 1
+        self._assignment_flat[task_slot] = (epoch * I + asp + 1) * feasible - 1
         self.crashes += crashed
         self.killed += killed_tasks
         self.utility += quality
 
         # Advance to the next arrival and release the tasks that ended before it.
         self.task = n + 1
-        self._release(self._release_count_flat.take(task_slot + 1))
+        self._release(self._release_count_flat.take(task_slot + B))
 
         info = {
             "quality": quality,
@@ -414,19 +432,22 @@ class AspSelectionKernel(BatchedKernel):
         count = new_ptr - self.release_ptr
         total = int(count.sum())
         if total:
-            I = self.params.num_asps
+            B, I = self.num_envs, self.params.num_asps
             rows = np.repeat(self._batch, count)
             offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-            task = self.release_order[rows, self.release_ptr[rows] + offset]
-            code = self.assignment[rows, task]
+            task = self._release_order_flat.take((self.release_ptr.take(rows) + offset) * B + rows)
+            task_slot = task * B + rows
+            code = self._assignment_flat.take(task_slot)
             # code -1 (lost task) gives epoch -1, which never matches a live epoch.
             slot = rows * I + code % I
-            alive = code // I == self._epoch_flat[slot]
-            slot, rows, task = slot[alive], rows[alive], task[alive]
-            np.subtract.at(self._aggregate_flat, slot, self.task_record[rows, task, self._DELTA])
-            self.finished += np.bincount(rows, minlength=self.num_envs)
+            alive = code // I == self._epoch_flat.take(slot)
+            slot, rows, task_slot = slot[alive], rows[alive], task_slot[alive]
+            delta = self._task_record_flat.take(task_slot, axis=0)[:, self._DELTA]
+            # Scatter-subtract on the flat array (several tasks of one ASP may end together).
+            np.subtract.at(self._aggregate_1d, (slot[:, None] * 4 + self._delta_columns).ravel(), delta.ravel())
+            self.finished += np.bincount(rows, minlength=B)
             # Exact zeros when an ASP empties, so the float sums never drift.
-            touched = self._aggregate_flat[slot]
+            touched = self._aggregate_flat.take(slot, axis=0)
             touched[touched[:, self._RUNNING] == 0, self._S1 :] = 0.0
             self._aggregate_flat[slot] = touched
         self.release_ptr = new_ptr

@@ -80,7 +80,7 @@ def test_kernel_matches_reference_simulator(preset):
     kernel.reset(seed=11)
     N = params.tasks_per_episode
     refs = [
-        ReferenceAspSimulator(params, kernel.task_record[i, :N, 0], kernel.task_record[i, :N, 1])
+        ReferenceAspSimulator(params, kernel.task_record[:N, i, 0], kernel.task_record[:N, i, 1])
         for i in range(3)
     ]
     rng = np.random.default_rng(0)
