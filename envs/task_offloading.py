@@ -6,7 +6,7 @@ Sources
 * Seed 002, paper 1, section VI-B "Task and Computation Offloading" and Table V
   (``sed -n 785,805p ../shared/seeds/002_0c06d0e91042d4e2.txt``): the KPIs are
   service latency (input upload + inference computation) and reliability; ref.
-  [189] (end of VI-B, ``sed -n 674,674p``) formulates cooperative offloading as an
+  [189] (end of VI-B, ``sed -n 820,820p``) formulates cooperative offloading as an
   MDP whose "state is composed of current tasks, local loads, and edge loads",
   whose agents "select task processing positions" and whose QoE "simultaneously
   considers service latency, energy consumption, task drop rate".  Cloud vs edge
@@ -344,8 +344,8 @@ def edge_positions(params: TaskOffloadingParams) -> np.ndarray:
 def path_gain(distance_m: np.ndarray, params: TaskOffloadingParams) -> np.ndarray:
     """Large-scale power gain ``10^(-PL/10)``, PL = 128.1 + 37.6 log10(d / km) dB (TR 36.814)."""
     d_km = np.maximum(distance_m, params.min_distance_m) / 1000.0
-    loss_db = params.pathloss_db_at_1km + params.pathloss_db_per_decade * np.log10(d_km)
-    return 10.0 ** (-loss_db / 10.0)
+    # 10^(-(A + B log10 d) / 10) = 10^(-A / 10) d^(-B / 10): one power instead of log and power.
+    return 10.0 ** (-params.pathloss_db_at_1km / 10.0) * d_km ** (-params.pathloss_db_per_decade / 10.0)
 
 
 def uplink_rate_bps(bandwidth_hz: np.ndarray, gain: np.ndarray, params: TaskOffloadingParams) -> np.ndarray:
@@ -501,8 +501,9 @@ class TaskOffloadingKernel(BatchedKernel):
         b = self._batch
         t = np.minimum(self.slot, p.episode_slots - 1)
         pos = self.position_m[b, t].astype(np.float64)  # (B, U, 2)
-        delta = pos[:, :, None, :] - self.edge_pos_m[None, None, :, :]
-        distance = np.sqrt((delta**2).sum(axis=-1))
+        dx = pos[:, :, 0, None] - self.edge_pos_m[:, 0]
+        dy = pos[:, :, 1, None] - self.edge_pos_m[:, 1]
+        distance = np.sqrt(dx * dx + dy * dy)  # (B, U, E)
         nearest = np.argmin(distance, axis=2)
         reachable = (distance <= p.coverage_radius_m) | (self._edges == nearest[..., None])
         gain = path_gain(distance, p) * self.fading[b, t].astype(np.float64)
