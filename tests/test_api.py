@@ -234,3 +234,14 @@ def test_pettingzoo_parallel_api(env_id):
     from pettingzoo.test import parallel_api_test
 
     parallel_api_test(make_parallel(env_id), num_cycles=200)
+
+
+def test_vector_reset_accepts_a_list_of_seeds():
+    env_id = "gentwin/AspSelection-v0"
+    a = gym.make_vec(env_id, num_envs=3)
+    b = gym.make_vec(env_id, num_envs=3)
+    obs_a, _ = a.reset(seed=[5, 6, 7])
+    obs_b, _ = b.reset(seed=5)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    with pytest.raises(ValueError, match="seed"):
+        a.reset(seed=[1, 2])
