@@ -75,8 +75,8 @@ def row(name: str, results: list[dict]) -> dict:
     }
 
 
-def evaluate(policy, n_episodes: int) -> dict:
-    res = evaluate_policy(policy, ENV_ID, n_episodes=n_episodes)
+def evaluate(policy, n_episodes: int, env_kwargs: dict) -> dict:
+    res = evaluate_policy(policy, ENV_ID, n_episodes=n_episodes, env_kwargs=env_kwargs)
     returns = res.metric("return")
     optimal = res.metric("optimal_utility")
     return {
@@ -94,14 +94,28 @@ def main(argv=None) -> None:
     parser.add_argument("--algos", nargs="+", default=["sac", "td3", "ppo", "diffusion"])
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--eval-episodes", type=int, default=1000)
+    parser.add_argument("--num-types", type=int, default=None, help="override K (default 5)")
     parser.add_argument("--json", type=str, default=None, help="also write the rows here")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="print one table from the --json files of earlier runs (no training)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.merge:
+        rows, seen = [], set()
+        for path in args.merge:
+            with open(path) as fh:
+                for r in json.load(fh):
+                    if r["name"] not in seen:
+                        seen.add(r["name"])
+                        rows.append(r)
+        print_table(rows)
+        return
 
+    env_kwargs = {} if args.num_types is None else {"num_types": args.num_types}
     rows = []
     for name, cls in get_baselines(ENV_ID).items():
-        policy = cls(make_sb3_vec_env(ENV_ID, num_envs=1))
-        rows.append(row(name, [evaluate(policy, args.eval_episodes)]))
+        policy = cls(make_sb3_vec_env(ENV_ID, num_envs=1, **env_kwargs))
+        rows.append(row(name, [evaluate(policy, args.eval_episodes, env_kwargs)]))
         print(f"baseline {name}: {rows[-1]}", flush=True)
     optimal_mean = None
     for algo in args.algos:
@@ -110,31 +124,39 @@ def main(argv=None) -> None:
             continue
         results = []
         for seed in args.seeds:
-            venv = make_sb3_vec_env(ENV_ID, num_envs=args.n_envs, seed=seed)
+            venv = make_sb3_vec_env(ENV_ID, num_envs=args.n_envs, seed=seed, **env_kwargs)
             agent = make_agent(algo, venv, seed)
             start = time.perf_counter()
             agent.learn(total_timesteps=args.timesteps)
             train_s = time.perf_counter() - start
-            result = evaluate(agent, args.eval_episodes)
+            result = evaluate(agent, args.eval_episodes, env_kwargs)
             result["train_s"] = train_s
             optimal_mean = result["optimal"]
             results.append(result)
             print(f"{algo} seed {seed}: {result}", flush=True)
         rows.append(row(algo, results))
 
+    for r in rows:
+        r.update(timesteps=args.timesteps, n_envs=args.n_envs, seeds=args.seeds, num_types=args.num_types or 5,
+                 eval_episodes=args.eval_episodes, optimal_mean=optimal_mean)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+def print_table(rows: list[dict]) -> None:
+    agents = [r for r in rows if r.get("timesteps") and r["train_s"] > 0]
     print()
-    print(f"ContractDesign-v0, {args.timesteps} environment steps per run, n_envs={args.n_envs}, "
-          f"seeds {args.seeds}, {args.eval_episodes} held-out evaluation states")
-    if optimal_mean is not None:
-        print(f"mean exact optimal utility per state: {optimal_mean:.2f}")
-    print(f"| policy | runs | share of optimal (mean ± std over seeds) | violation rate | mean reward | train s/run |")
+    if agents:
+        a = agents[0]
+        print(f"ContractDesign-v0 (K={a['num_types']}), {a['timesteps']} environment steps per run, n_envs={a['n_envs']}, "
+              f"{a['eval_episodes']} held-out evaluation states (EVAL_SEED)")
+    print("| policy | runs (seeds) | share of optimal (mean ± std over seeds) | violation rate | mean reward | train s/run |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['runs']} | {100 * r['share_mean']:.1f}% ± {100 * r['share_std']:.1f} | "
               f"{100 * r['violation_mean']:.1f}% | {r['return_mean']:.1f} | {r['train_s']:.0f} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
 
 
 if __name__ == "__main__":

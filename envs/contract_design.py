@@ -153,7 +153,8 @@ Per step: ``utility`` (principal utility of the menu), ``optimal_utility``
 (exact optimum for the state the menu was offered in), ``feasible``,
 ``ir_violation`` (K,), ``ic_violation`` (K, K) (``[k, j]``: how much type ``k``
 prefers item ``j`` over its own), ``total_violation``, ``provider_utility`` (K,),
-``users``, ``capacity_kbit`` (``q_cap``).  At episode end ``episode_summary``:
+``users``, ``capacity_kbit`` (``q_cap``), ``expert_action`` (the optimal menu of
+the state as an action, for agents that learn from an expert database).  At episode end ``episode_summary``:
 ``return``, ``length``, ``utility``, ``optimal_utility`` (sums over periods),
 ``share_of_optimal`` (return / optimal utility), ``violation_rate`` (share of
 infeasible periods), ``users_lost``.
@@ -705,6 +706,9 @@ class ContractDesignKernel(BatchedKernel):
             "provider_utility": result["provider_utility"],
             "users": self.users.copy(),
             "capacity_kbit": self.capacity_kbit.copy(),
+            # The optimal menu of this state as an action: the "expert database" of
+            # the GDM papers (used by DiffusionActorCritic with bc_coef > 0).
+            "expert_action": self.menu_to_action(self.optimal_q, self.optimal_payment),
         }
         self.utility_sum += utility
         self.optimal_sum += self.optimal_utility

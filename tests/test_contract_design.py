@@ -327,6 +327,7 @@ def test_reward_is_utility_when_feasible_and_lower_and_decreasing_otherwise():
         assert terminated and info["feasible"]
         assert reward == info["utility"]
         assert reward == pytest.approx(info["optimal_utility"], rel=1e-5)
+        np.testing.assert_array_equal(info["expert_action"], action)
     kernel = _kernel(8, seed=9)
     previous = None
     for cut in (0.0, 0.05, 0.2, 1.0):  # underpay type 1 by `cut`: IR_1 fails by `cut`
