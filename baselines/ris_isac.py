@@ -75,7 +75,7 @@ def sensing_beam(row: np.ndarray, power_w) -> np.ndarray:
 
 
 def _power_limited_solve(gram: np.ndarray, rhs: np.ndarray, power_w: np.ndarray,
-                         bisection_steps: int = 60) -> np.ndarray:
+                         bisection_steps: int = 40) -> np.ndarray:
     """``W = (A + mu I)^-1 X`` with the smallest ``mu >= 0`` such that ``||W||_F^2 <= P``.
 
     Uses the eigendecomposition of the Hermitian ``A`` so the power is a closed
