@@ -622,10 +622,10 @@ class _Progress:
             self.progress.stop()
         return False
 
-    def start_run(self, index: int, config: TrainConfig) -> None:
+    def start_run(self, index: int, label: str, config: TrainConfig) -> None:
         if not self.enabled:
             return
-        desc = f"run {index}/{self.n_runs}: {config.algo} seed {config.seed}"
+        desc = f"run {index}/{self.n_runs}: {label} seed {config.seed}"
         if self.current is None:
             self.current = self.progress.add_task(desc, total=config.timesteps)
         else:
@@ -635,11 +635,16 @@ class _Progress:
         self._thread.start()
 
     def _follow(self, config: TrainConfig) -> None:
+        import time
+
         path = config.run_dir / "progress.csv"
+        started_ns = time.time_ns() - 10**9
         while not self._stop.wait(0.5):
             try:
+                if path.stat().st_mtime_ns < started_ns:
+                    continue  # still the file of an earlier run in this directory
                 rows = _read_progress_csv(path)
-            except (OSError, csv.Error, UnicodeDecodeError):
+            except (OSError, csv.Error, UnicodeDecodeError, ValueError):
                 continue  # the file is being rewritten; try again
             steps = [r.get("time/total_timesteps") or "" for r in rows]
             steps = [int(float(s)) for s in steps if s.strip()]
@@ -655,6 +660,12 @@ class _Progress:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def skip_run(self, config: TrainConfig) -> None:
+        """A planned run turned out finished (by another process): drop its steps from the total."""
+        self.total_steps -= config.timesteps
+        if self.enabled:
+            self.progress.update(self.overall, total=max(self.total_steps, 1))
 
     def end_run(self, config: TrainConfig) -> None:
         self._stop_thread()
@@ -696,6 +707,48 @@ def check_algorithms(env_id: str, algos: Sequence[str], env_kwargs: dict | None 
         raise ValueError(f"algos = {bad!r} are invalid for {env_id} (action space {space}): allowed are {ok}")
 
 
+def parse_algo_spec(spec: str) -> tuple[str, str]:
+    """``"algo"`` -> ``(algo, algo)``; ``"label=algo"`` -> ``(label, algo)`` (a variant of an algorithm)."""
+    label, _, algo = spec.strip().rpartition("=")
+    algo = algo.strip().lower().replace("-", "_")
+    label = label.strip() or algo
+    if not algo or any(c in label for c in "/\\ "):
+        raise ValueError(f"algos entry {spec!r} is invalid: expected ALGO or LABEL=ALGO (label without '/', spaces)")
+    return label, algo
+
+
+def plan_variants(
+    env_id: str,
+    algos: Sequence[str],
+    seeds: Sequence[int],
+    base_config: TrainConfig,
+    algo_hyperparams: dict[str, dict] | None = None,
+) -> list[tuple[str, TrainConfig]]:
+    """(label, config) of every run, for entries ``algo`` or ``label=algo``.
+
+    ``algo_hyperparams[label]`` (or ``[algo]``) is merged over
+    ``base_config.hyperparams`` for that entry.  A labelled variant
+    (``label != algo``) logs under ``<log_root>/<label>/`` so that two variants
+    of one algorithm (e.g. ``d2sac=diffusion`` and ``sac=diffusion`` with
+    ``actor=mlp``) keep separate run directories.
+    """
+    algo_hyperparams = dict(algo_hyperparams or {})
+    specs = [parse_algo_spec(a) for a in algos]
+    labels = [label for label, _ in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"algos = {list(algos)!r} is invalid: labels must be distinct")
+    unknown = [k for k in algo_hyperparams if k not in labels and k not in {a for _, a in specs}]
+    if unknown:
+        raise ValueError(f"algo_hyperparams keys {unknown!r} are invalid: allowed are {labels}")
+    out = []
+    for label, algo in specs:
+        hp = {**base_config.hyperparams, **algo_hyperparams.get(algo, {}), **algo_hyperparams.get(label, {})}
+        log_root = base_config.log_root if label == algo else str(Path(base_config.log_root) / label)
+        base = dataclasses.replace(base_config, hyperparams=hp, log_root=log_root)
+        out += [(label, c) for c in plan_runs(env_id, [algo], seeds, base)]
+    return out
+
+
 def compare(
     env_id: str,
     algos: Sequence[str],
@@ -703,6 +756,7 @@ def compare(
     base_config: TrainConfig | None = None,
     *,
     baselines: Any = "all",
+    algo_hyperparams: dict[str, dict] | None = None,
     results_root: str | os.PathLike = "results",
     command: str | None = None,
     hyperparams_file: str | None = None,
@@ -712,39 +766,52 @@ def compare(
 ) -> CompareResult:
     """Train every algorithm on every seed (skipping finished runs) and write the report.
 
-    ``base_config`` supplies everything but env, algorithm and seed (timesteps,
-    n_envs, evaluation settings, env_kwargs, hyperparams, log_root).
-    ``baselines`` is ``"all"``, a list of names, or ``[]``.  ``force`` retrains
-    finished runs.  The report goes to ``out_dir`` or
-    ``<results_root>/<Env>/<UTC timestamp>/``.
+    ``algos`` entries are registry names or ``label=algo`` variants (see
+    :func:`plan_variants`; ``algo_hyperparams`` maps a label or algorithm to
+    its own hyperparameters).  ``base_config`` supplies everything but env,
+    algorithm and seed (timesteps, n_envs, evaluation settings, env_kwargs,
+    hyperparams, log_root).  ``baselines`` is ``"all"``, a list of names, or
+    ``[]``.  ``force`` retrains finished runs.  The report goes to ``out_dir``
+    or ``<results_root>/<Env>/<UTC timestamp>/``.
     """
     base = dataclasses.replace(base_config or TrainConfig(), baselines=baselines, progress_bar=False)
-    configs = plan_runs(env_id, algos, seeds, base)
-    check_algorithms(env_id, [c.algo for c in configs], base.env_kwargs)
-    todo = [c for c in configs if force or not is_finished(c, hyperparams_file)]
-    skipped = [c for c in configs if c not in todo]
+    planned = plan_variants(env_id, algos, seeds, base, algo_hyperparams)
+    configs = [c for _, c in planned]
+    labels = [lab for lab, _ in planned]
+    check_algorithms(env_id, sorted({c.algo for c in configs}), base.env_kwargs)
+    todo = [i for i, c in enumerate(configs) if force or not is_finished(c, hyperparams_file)]
+    skipped = [i for i in range(len(configs)) if i not in todo]
     if command is None:
         command = (f"compare(env_id={env_id!r}, algos={list(algos)!r}, seeds={list(seeds)!r}, "
-                   f"baselines={baselines!r})")
+                   f"baselines={baselines!r}, algo_hyperparams={algo_hyperparams!r})")
 
     enabled = progress and bool(todo)
-    with _Progress(sum(c.timesteps for c in todo), len(todo), len(skipped), enabled=enabled) as bar:
+    with _Progress(sum(configs[i].timesteps for i in todo), len(todo), len(skipped), enabled=enabled) as bar:
         if enabled:
-            for c in skipped:
-                bar.progress.console.print(f"skip {c.algo} seed {c.seed}: finished run in {c.run_dir}")
-        for i, config in enumerate(todo, 1):
-            bar.start_run(i, config)
+            for i in skipped:
+                bar.progress.console.print(f"skip {labels[i]} seed {configs[i].seed}: finished run in "
+                                           f"{configs[i].run_dir}")
+        for k, i in enumerate(list(todo), 1):
+            config = configs[i]
+            if not force and is_finished(config, hyperparams_file):
+                # another process (a parallel compare or sweep worker) finished it meanwhile
+                todo.remove(i)
+                skipped.append(i)
+                bar.skip_run(config)
+                continue
+            bar.start_run(k, labels[i], config)
             result = train(config, hyperparams_file=hyperparams_file)
             bar.end_run(config)
             if result.interrupted:
                 raise KeyboardInterrupt(f"interrupted during {config.run_dir}; rerun the command to resume")
 
-    records = [load_record(c) for c in configs]
+    records = [load_record(c, label=lab if lab != c.algo else None) for lab, c in planned]
     if out_dir is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = Path(results_root) / env_dirname(env_id) / stamp
     report = write_report(out_dir, env_id, records, command)
-    return CompareResult(report=report, out_dir=Path(out_dir), records=records, trained=todo, skipped=skipped)
+    return CompareResult(report=report, out_dir=Path(out_dir), records=records,
+                         trained=[configs[i] for i in todo], skipped=[configs[i] for i in skipped])
 
 
 # ---------------------------------------------------------------------------
@@ -770,6 +837,8 @@ def _canonical_command(args, seeds: list[int], algos: list[str]) -> str:
         parts += ["--env-kwarg", kv]
     for kv in args.hp or []:
         parts += ["--hp", kv]
+    for kv in args.algo_hp or []:
+        parts += ["--algo-hp", kv]
     if args.hyperparams:
         parts += ["--hyperparams", args.hyperparams]
     return " ".join(shlex.quote(p) for p in parts)
@@ -799,7 +868,7 @@ def print_summary(records: Sequence[RunRecord], title: str) -> None:
 def cmd_compare(args) -> int:
     import torch
 
-    from gentwin.cli import _config_from_args
+    from gentwin.cli import _config_from_args, _parse_kv
 
     torch.set_num_threads(1)  # small MLPs: one thread is fastest and leaves the other cores alone
     try:
@@ -813,11 +882,18 @@ def cmd_compare(args) -> int:
         baselines = []
     else:
         baselines = _split_list(args.baselines, "--baselines")
-    base = _config_from_args(args, algos[0], seeds[0])
+    algo_hp: dict[str, dict] = {}
+    for item in args.algo_hp or []:
+        label, sep, kv = item.partition(":")
+        if not sep or "=" not in kv:
+            raise SystemExit(f"--algo-hp {item!r} is invalid: expected LABEL:KEY=VALUE")
+        algo_hp.setdefault(label, {}).update(_parse_kv([kv], "--algo-hp"))
+    base = _config_from_args(args, parse_algo_spec(algos[0])[1], seeds[0])
     command = _canonical_command(args, seeds, algos)
     try:
         result = compare(
-            args.env, algos, seeds, base, baselines=baselines, results_root=args.results_root, command=command,
+            args.env, algos, seeds, base, baselines=baselines, algo_hyperparams=algo_hp,
+            results_root=args.results_root, command=command,
             hyperparams_file=args.hyperparams, force=args.force, progress=not args.no_progress,
         )
     except KeyboardInterrupt as exc:
@@ -835,9 +911,12 @@ def build_compare_parser(sub) -> None:
 
     p = sub.add_parser("compare", help="train several algorithms on several seeds and compare them with the baselines")
     add_run_arguments(p)
-    p.add_argument("--algos", default="ppo,maskable_ppo", help="comma-separated algorithms (default: %(default)s)")
+    p.add_argument("--algos", default="ppo,maskable_ppo",
+                   help="comma-separated algorithms or LABEL=ALGO variants (default: %(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
     p.add_argument("--baselines", default="all", help="'all', 'none' or comma-separated baseline names")
     p.add_argument("--results-root", default="results", help="report root (default: %(default)s)")
+    p.add_argument("--algo-hp", action="append", metavar="LABEL:KEY=VALUE",
+                   help="hyperparameter of one entry of --algos (e.g. sac:actor=mlp); repeatable")
     p.add_argument("--force", action="store_true", help="retrain runs that are already finished")
     p.set_defaults(func=cmd_compare)

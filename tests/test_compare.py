@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -267,3 +268,49 @@ def test_bad_input_raises_clear_errors(tmp_path):
     configs = plan_runs(ENV, ["ppo", "a2c"], [3, 4], base)
     assert [(c.algo, c.seed) for c in configs] == [("ppo", 3), ("ppo", 4), ("a2c", 3), ("a2c", 4)]
     assert all(c.log_root == str(tmp_path) and c.env_id == ENV for c in configs)
+
+
+def test_variants_get_their_own_runs_and_hyperparameters(tmp_path):
+    from gentwin.compare import plan_variants
+
+    base = TrainConfig(log_root=str(tmp_path), hyperparams={"gamma": 0.9})
+    planned = plan_variants(ENV, ["ppo", "d2sac=diffusion", "sac=diffusion"], [0, 1], base,
+                            {"sac": {"actor": "mlp"}, "ppo": {"n_steps": 64}})
+    assert [(label, c.algo, c.seed) for label, c in planned] == [
+        ("ppo", "ppo", 0), ("ppo", "ppo", 1), ("d2sac", "diffusion", 0), ("d2sac", "diffusion", 1),
+        ("sac", "diffusion", 0), ("sac", "diffusion", 1)]
+    dirs = {c.run_dir for _, c in planned}
+    assert len(dirs) == 6  # two variants of one algorithm never share a run directory
+    by_label = {label: c for label, c in planned}
+    assert by_label["sac"].hyperparams == {"gamma": 0.9, "actor": "mlp"}
+    assert by_label["d2sac"].hyperparams == {"gamma": 0.9}
+    assert by_label["ppo"].hyperparams == {"gamma": 0.9, "n_steps": 64}
+    assert by_label["ppo"].run_dir == tmp_path / "AspSelection-v0" / "ppo" / "seed1"
+    assert by_label["sac"].run_dir == tmp_path / "sac" / "AspSelection-v0" / "diffusion" / "seed1"
+    with pytest.raises(ValueError, match="labels must be distinct"):
+        plan_variants(ENV, ["x=ppo", "x=a2c"], [0], base)
+    with pytest.raises(ValueError, match="algo_hyperparams"):
+        plan_variants(ENV, ["ppo"], [0], base, {"nope": {"gamma": 0.5}})
+
+
+def test_reproduce_scenarios_reference_existing_ids_algorithms_and_baselines(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from gentwin.baselines import get_baselines
+    from gentwin.compare import parse_algo_spec
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "reproduce", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    assert {"asp_selection", "contract_design", "model_caching", "hdt_streaming"} <= set(module.SCENARIOS)
+    for scenario in module.SCENARIOS.values():
+        assert module.environment_available(scenario.env_id) is None, scenario.name
+        specs = [parse_algo_spec(a) for a in scenario.algos]
+        check_algorithms(scenario.env_id, sorted({algo for _, algo in specs}))
+        names = {label for label, _ in specs} | set(get_baselines(scenario.env_id))
+        assert set(scenario.paper) <= names, scenario.name
+        assert set(scenario.algo_hyperparams) <= {label for label, _ in specs} | {a for _, a in specs}
+        assert scenario.quick.timesteps <= scenario.full.timesteps
