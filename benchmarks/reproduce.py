@@ -76,7 +76,10 @@ SCENARIOS: dict[str, Scenario] = {
             # D2SAC: diffusion actor, 5 denoising steps, batch 512 (the agent's defaults, from the
             # D2SAC code); "sac" is the same algorithm with a plain MLP actor = discrete SAC, the
             # paper's SAC comparison (SB3's SAC has no Discrete support).
-            algo_hyperparams={"sac": {"actor": "mlp"}},
+            # PPO: 256-step rollouts (x B = 8 -> 2,048 steps) so that every algorithm stops at the
+            # budget; SB3's default 2,048-step rollouts would overshoot a 20,000-step budget to 32,768.
+            algo_hyperparams={"sac": {"actor": "mlp"}, "ppo": {"n_steps": 256},
+                              "maskable_ppo": {"n_steps": 256}},
             full=Budget(timesteps=200_000, seeds=(0, 1, 2, 3, 4), eval_freq=20_000, eval_episodes=8),
             quick=Budget(timesteps=20_000, seeds=(0, 1), eval_freq=5_000, eval_episodes=4),
             notes=("Episodes are the paper's 1,000 tasks; the market (capacities 600-1500, hidden quality "

@@ -537,12 +537,16 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
         for s in summaries:
             L.append(f"| {s.name} | " + " | ".join(s.stats[m].fmt() if m in s.stats else "–" for m in shown) + " |")
     L += ["", "## Per-run evaluations (agents)", ""]
-    L += ["| policy | seed | " + " | ".join(metrics) + " | run directory |", "|---" * (len(metrics) + 3) + "|"]
+    L += ["*steps*: environment steps actually trained (the step of the final evaluation; on-policy "
+          "algorithms finish their last rollout, so it can exceed the budget).", ""]
+    L += ["| policy | seed | steps | " + " | ".join(metrics) + " | run directory |",
+          "|---" * (len(metrics) + 4) + "|"]
     for s in (x for x in summaries if x.kind == "agent"):
         for seed, vals in sorted(s.per_seed.items()):
-            run_dir = next(r.run_dir for r in records if r.name == s.name and r.config.seed == seed)
-            L.append(f"| {s.name} | {seed} | " + " | ".join(f"{vals[m]:.6g}" if m in vals else "–" for m in metrics)
-                     + f" | `{run_dir}` |")
+            rec = next(r for r in records if r.name == s.name and r.config.seed == seed)
+            steps = str(int(rec.curve_steps[-1])) if rec.curve_steps.size else "–"
+            L.append(f"| {s.name} | {seed} | {steps} | "
+                     + " | ".join(f"{vals[m]:.6g}" if m in vals else "–" for m in metrics) + f" | `{rec.run_dir}` |")
     L += ["", "## Plots", "", f"![learning curves]({curves_png.name})", "", f"![final performance]({bars_png.name})", ""]
     L += ["## Setup", "", f"- environment: `{env_id}`"]
     L += _config_lines(records)

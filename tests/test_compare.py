@@ -7,6 +7,7 @@ left on disk.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -18,9 +19,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gentwin.cli import main
 from gentwin.compare import (
+    build_compare_parser,
     check_algorithms,
+    cmd_compare,
     is_finished,
     load_record,
     plan_runs,
@@ -56,10 +58,27 @@ def _configs(root) -> list[TrainConfig]:
     return plan_runs(ENV, ALGOS, SEEDS, base)
 
 
+def _compare_cli(argv: list[str]) -> int:
+    """``train.py compare`` through its own parser (independent of the other subcommands' modules)."""
+    parser = argparse.ArgumentParser(prog="train.py")
+    build_compare_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_train_py_routes_compare_to_this_module():
+    from gentwin.cli import build_parser
+
+    args = build_parser().parse_args(["compare", "--algos", "ppo,d2sac=diffusion", "--seeds", "0,1",
+                                      "--algo-hp", "d2sac:denoising_steps=5"])
+    assert args.func is cmd_compare
+    assert args.algos == "ppo,d2sac=diffusion" and args.seeds == "0,1" and args.baselines == "all"
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    assert main(_args(root)) == 0
+    assert _compare_cli(_args(root)) == 0
     reports = sorted((root / "results" / "AspSelection-v0").glob("*/report.md"))
     assert len(reports) == 1
     return root, reports[0].parent
@@ -145,6 +164,7 @@ def test_report_numbers_equal_per_run_evaluations(done):
     for config in _configs(root):
         payload = _eval_json(config)
         row = by_run[(config.algo, config.seed)]
+        assert int(row["steps"]) == load_record(config).curve_steps[-1] >= TIMESTEPS
         for metric in ("return", "utility", "crash_rate", "crashes", "finished"):
             assert float(row[metric]) == pytest.approx(_mean(payload["agent"], metric), rel=1e-5, abs=1e-9)
         per_algo.setdefault(config.algo, []).append(_mean(payload["agent"], "return"))
@@ -197,7 +217,7 @@ def test_rerun_skips_finished_runs(done, capsys):
     assert all(is_finished(c) for c in configs)
     stamps = {c.run_dir: (c.run_dir / "eval.json").stat().st_mtime_ns for c in configs}
     capsys.readouterr()
-    assert main([*_args(root), "--no-progress"]) == 0
+    assert _compare_cli([*_args(root), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "0 run(s) trained, 4 finished run(s) reused" in printed
     assert {c.run_dir: (c.run_dir / "eval.json").stat().st_mtime_ns for c in configs} == stamps
