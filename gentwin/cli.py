@@ -140,6 +140,8 @@ COMMANDS: dict[str, Callable] = {
     "train": _build_train_parser,
     "evaluate": _build_evaluate_parser,
     "compare": lambda sub: __import__("gentwin.compare", fromlist=["_"]).build_compare_parser(sub),
+    "sweep": lambda sub: __import__("gentwin.sweep", fromlist=["_"]).build_sweep_parser(sub),
+    "rllib": lambda sub: __import__("gentwin.rllib", fromlist=["_"]).build_rllib_parser(sub),
 }
 
 
