@@ -114,8 +114,8 @@ Rewards
   for GPT-3 (Table I's GFLOPs are per token) and ``GFLOPs / 1000`` otherwise;
 * edge offloading latency, user to edge: ``8 * input_mb / uplink_mbps``;
 * backhaul latency for requests a neighbour serves (``E > 1``);
-* cloud cost per cloud request: core-network latency + transfer
-  ``8 * input_mb / core_mbps`` + ``TFLOP / cloud_tflops`` + price
+* cloud cost per cloud request: user-to-edge uplink + core-network latency +
+  transfer ``8 * input_mb / core_mbps`` + ``TFLOP / cloud_tflops`` + price
   ``cloud_price_per_tflop * TFLOP + cloud_fee``.
 
 Latencies are in seconds and weighted by ``latency_weight``.  PettingZoo agents
