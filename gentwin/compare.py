@@ -311,7 +311,8 @@ class PolicySummary:
     kind: str  # "agent" or "baseline"
     over: str  # "seeds" or "episodes"
     stats: dict[str, Stat]
-    per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: agents: one entry per run (its seed and run directory, and the episode means of every metric)
+    runs: list[dict[str, Any]] = field(default_factory=list)
     share_of_bound: Stat | None = None
 
 
@@ -331,10 +332,11 @@ def summarise(records: Sequence[RunRecord]) -> tuple[list[PolicySummary], list[s
 
     summaries: list[PolicySummary] = []
     for name, recs in groups.items():
-        per_seed = {r.config.seed: {m: r.agent.mean(m) for m in metrics if m in r.agent.metrics} for r in recs}
-        stats = {m: t_interval([v[m] for v in per_seed.values()]) for m in metrics
-                 if all(m in v for v in per_seed.values())}
-        summaries.append(PolicySummary(name, "agent", "seeds", stats, per_seed))
+        runs = [{"seed": r.config.seed, "run_dir": str(r.run_dir),
+                 "steps": int(r.curve_steps[-1]) if r.curve_steps.size else None,
+                 **{m: r.agent.mean(m) for m in metrics if m in r.agent.metrics}} for r in recs]
+        stats = {m: t_interval([run[m] for run in runs]) for m in metrics if all(m in run for run in runs)}
+        summaries.append(PolicySummary(name, "agent", "seeds", stats, runs))
     for name in baseline_names:
         by_seed: dict[int, EvalResult] = {}
         for r in records:
@@ -366,7 +368,7 @@ def _attach_shares(summaries: Sequence[PolicySummary], upper_bound: str | None) 
         return None
     for s in summaries:
         if s.kind == "agent":
-            s.share_of_bound = t_interval([v["return"] / ub for v in s.per_seed.values()])
+            s.share_of_bound = t_interval([run["return"] / ub for run in s.runs])
         else:
             st = s.stats["return"]
             s.share_of_bound = Stat(st.mean / ub, st.half_width / abs(ub), st.n)
@@ -542,11 +544,10 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
     L += ["| policy | seed | steps | " + " | ".join(metrics) + " | run directory |",
           "|---" * (len(metrics) + 4) + "|"]
     for s in (x for x in summaries if x.kind == "agent"):
-        for seed, vals in sorted(s.per_seed.items()):
-            rec = next(r for r in records if r.name == s.name and r.config.seed == seed)
-            steps = str(int(rec.curve_steps[-1])) if rec.curve_steps.size else "–"
-            L.append(f"| {s.name} | {seed} | {steps} | "
-                     + " | ".join(f"{vals[m]:.6g}" if m in vals else "–" for m in metrics) + f" | `{rec.run_dir}` |")
+        for run in sorted(s.runs, key=lambda r: (r["seed"], r["run_dir"])):
+            steps = "–" if run["steps"] is None else str(run["steps"])
+            L.append(f"| {s.name} | {run['seed']} | {steps} | "
+                     + " | ".join(f"{run[m]:.6g}" if m in run else "–" for m in metrics) + f" | `{run['run_dir']}` |")
     L += ["", "## Plots", "", f"![learning curves]({curves_png.name})", "", f"![final performance]({bars_png.name})", ""]
     L += ["## Setup", "", f"- environment: `{env_id}`"]
     L += _config_lines(records)
@@ -573,7 +574,7 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
                 "over": s.over,
                 "stats": {m: dataclasses.asdict(st) for m, st in s.stats.items()},
                 "share_of_bound": dataclasses.asdict(s.share_of_bound) if s.share_of_bound else None,
-                "per_seed": {str(k): v for k, v in s.per_seed.items()},
+                "runs": s.runs,
             }
             for s in summaries
         ],

@@ -197,7 +197,7 @@ def test_report_numbers_equal_per_run_evaluations(done):
     policies = {p["name"]: p for p in summary["policies"]}
     for algo, values in per_algo.items():
         assert policies[algo]["stats"]["return"]["mean"] == pytest.approx(np.mean(values), rel=1e-12)
-        assert sorted(v["return"] for v in policies[algo]["per_seed"].values()) == pytest.approx(sorted(values))
+        assert sorted(run["return"] for run in policies[algo]["runs"]) == pytest.approx(sorted(values))
 
 
 def test_record_curve_ends_with_the_final_evaluation(done):
