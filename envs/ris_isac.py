@@ -87,7 +87,10 @@ process::
 ``S_G`` is estimated once per episode the same way (it does not change).  The
 agent sees the twin's channels; the environment evaluates its action on the
 true ones.  ``twin_estimation_nmse=0`` with ``twin_sync_period_slots=1`` is a
-perfect twin: the observation is then exactly the true channel.
+perfect twin: the observation is then exactly the true channel.  The twin's
+measurement errors are drawn after the physical channel's randomness, so the
+physical channels of a seed do not depend on the twin's parameters: twin
+settings can be compared on identical channel realisations.
 
 Action Space
 ------------

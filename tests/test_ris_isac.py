@@ -158,6 +158,18 @@ def test_observations_stay_inside_space_over_long_random_run():
         obs, *_ = env.step(a)
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs_with_finite_values_inside_the_spaces(preset):
+    env = gym.make(ENV_ID, params=preset, episode_slots=3)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        assert env.observation_space.contains(obs)
+        obs, reward, _, truncated, info = env.step(env.action_space.sample())
+        assert np.isfinite(reward) and np.isfinite(obs).all()
+        assert info["transmit_power_w"] <= env.unwrapped.params.max_transmit_power_w * (1 + 1e-9)
+    assert truncated and "episode_summary" in info
+
+
 @pytest.mark.parametrize(
     "field, value",
     [
