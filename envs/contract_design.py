@@ -29,7 +29,8 @@ a type-``k`` provider ::
 
 where ``E(q)`` (mJ) is the energy a unit-efficiency device spends:
 
-* **Full-duplex D2D link** (survey line 567; JSAC section III).  The receiver
+* **Full-duplex D2D link** (survey line 567; the JSAC paper analyses its rate
+  under generalised small-scale fading, we implement Nakagami-m).  The receiver
   transmits its own AIGC results to the provider *on the same band at the
   same time*, so the provider's signal reaches it through residual
   self-interference (RSI).  With provider transmit power ``P`` (W) ::

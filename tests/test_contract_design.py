@@ -146,7 +146,7 @@ def test_full_duplex_rate_and_energy_by_hand():
     # q_cap = W T log2(1 + P_max gamma) / 1000 = 10 kbit per bit/s/Hz.
     assert capacity_kbit(p, gamma) == pytest.approx(10.0 * np.log2(1 + 0.1 * sinr_per_w), rel=1e-12)
     assert capacity_kbit(p, gamma) == pytest.approx(132.82, abs=0.01)
-    # Residual SI dominates thermal noise here: halving SI cancellation (in dB) costs rate.
+    # Residual SI dominates thermal noise here: 30 dB less SI cancellation costs rate.
     weaker = ContractDesignParams(si_cancellation_db=80.0)
     assert capacity_kbit(weaker, link_gain_per_w(weaker, 10.0, 1.0, 1.0)) < capacity_kbit(p, gamma) - 40
     # E(q) at q = Q = 10 kbit (one bit/s/Hz): 1000 T (2 - 1) / gamma + e_x Q mJ.
