@@ -151,10 +151,15 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
     :param gradient_steps: gradient updates per rollout (``-1``: as many as environment steps)
     :param action_noise: extra SB3 action noise (Box), on top of ``exploration_noise``
     :param replay_buffer_class: default :class:`ExpertReplayBuffer` for Box, SB3's otherwise
-    :param ent_coef: Discrete only: ``alpha``; a float, or ``"auto"`` / ``"auto_0.1"`` (learned, initial value)
+    :param ent_coef: Discrete only: ``alpha``; a float (fixed), or ``"auto_<init>"`` / ``"auto"`` (tuned like
+        SAC's, from ``init``; default ``"auto_0.05"``: D2SAC's fixed 0.05 as the starting value, as 1.0 --
+        SAC's start -- dwarfs rewards of order 1 for thousands of updates)
     :param target_entropy: Discrete only: entropy target of ``"auto"`` ``alpha`` (``"auto"``: ``0.2 log |A|``)
     :param target_update_interval: gradient steps between target-network updates
-    :param bc_coef: Box only: weight of the behaviour-cloning (denoising) loss towards ``info["expert_action"]``
+    :param bc_coef: Box only: weight of the behaviour-cloning (denoising) loss towards ``info["expert_action"]``;
+        with it the Q term is normalised by ``mean |Q|`` (Diffusion-QL)
+    :param squash_penalty: Box only: weight of ``mean(x_0^2)``, which keeps the pre-``tanh`` output out of
+        the saturated tails (SAC v1's pre-tanh regulariser)
     :param actor: ``"diffusion"`` (default) or ``"mlp"`` (the ablation)
     :param denoising_steps: ``N`` of the reverse chain (5; the contract paper uses 10)
     :param beta_schedule: ``"vp"`` (default), ``"linear"`` or ``"cosine"``
@@ -182,10 +187,11 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
-        ent_coef: str | float = "auto",
+        ent_coef: str | float = "auto_0.05",
         target_entropy: str | float = "auto",
         target_update_interval: int = 1,
         bc_coef: float = 0.0,
+        squash_penalty: float = 0.0,
         actor: str | None = None,
         denoising_steps: int | None = None,
         beta_schedule: str | None = None,
@@ -249,6 +255,9 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         self.target_entropy = target_entropy
         self.target_update_interval = int(target_update_interval)
         self.bc_coef = float(bc_coef)
+        if not squash_penalty >= 0:
+            raise ValueError(f"squash_penalty = {squash_penalty!r} is invalid: must be >= 0")
+        self.squash_penalty = float(squash_penalty)
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         if _init_setup_model:
@@ -404,12 +413,18 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         q_loss = -q_pi.mean()
         actor_loss = q_loss
         out = {"critic_loss": critic_loss.item(), "q_loss": q_loss.item()}
+        if self.squash_penalty > 0:
+            # Keeps x_0 out of tanh's flat tails, where the Q-gradient vanishes (SAC v1's
+            # pre-tanh regulariser); matters when Q is flat along some action direction.
+            actor_loss = actor_loss + self.squash_penalty * x_0.pow(2).mean()
         if self.bc_coef > 0 and hasattr(replay_data, "expert_mask"):
             mask = replay_data.expert_mask
             if bool((mask > 0).any()):
                 target_x0 = policy.unsquash(replay_data.expert_actions)
                 bc_loss = self.actor.denoising_loss(target_x0, state, weights=mask)
-                actor_loss = actor_loss + self.bc_coef * bc_loss
+                # Diffusion-QL (Wang et al. 2023, eq. 3): the Q term normalised by |Q| so that
+                # bc_coef sets the balance whatever the reward scale.
+                actor_loss = actor_loss / q_pi.abs().mean().detach().clamp_min(1e-6) + self.bc_coef * bc_loss
                 out["bc_loss"] = bc_loss.item()
         self.actor.optimizer.zero_grad(set_to_none=True)
         # Only the actor's gradients are needed: the critic is a fixed function here.

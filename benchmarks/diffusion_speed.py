@@ -1,0 +1,210 @@
+"""Gradient updates per second of the diffusion actor-critic (batch 512, hidden 256, 5 denoising steps).
+
+Measures ``DiffusionActorCritic.train`` -- replay sampling, critic update, actor update
+through the reverse chain, target update -- on a filled replay buffer, for the
+discrete agent (D2SAC, AspSelection-v0 ``reference``) and the Box agent
+(PowerAllocation-v0, behaviour cloning on).  The same update written the way the
+published implementations compute it (state MLP re-run inside every denoising
+step, the concatenated first layer, PyTorch's ``nn.Mish``, twin critics as two
+separate networks, per-parameter Adam) runs alongside under identical conditions,
+so the ratio between the two does not depend on how busy the machine is.
+
+Reported per configuration: updates/s of wall-clock time (best of ``--repeats``
+blocks) and updates per CPU-second of the process (``time.process_time``), which
+approximates the rate on an idle core when other jobs share the machine.  The
+load average is printed so the wall-clock figures can be judged.
+
+    python benchmarks/diffusion_speed.py                 # 1 and 2 threads
+    python benchmarks/diffusion_speed.py --threads 2 --updates 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import time
+
+import torch as th
+from stable_baselines3.common.logger import configure
+from torch import nn
+from torch.nn import functional as F
+
+import gentwin  # noqa: F401
+from gentwin.agents.diffusion import DiffusionActorCritic
+from gentwin.agents.diffusion_policies import DiffusionSchedule
+from gentwin.envs import make_sb3_vec_env
+
+BATCH, HIDDEN, STEPS = 512, 256, 5
+
+
+# ---------------------------------------------------------------------------
+# The published-style update (a re-implementation for timing, same maths)
+# ---------------------------------------------------------------------------
+class _SinEmb(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t):
+        half = self.dim // 2
+        freqs = th.exp(th.arange(half) * -(math.log(10000) / (half - 1)))
+        angle = t[:, None].float() * freqs[None]
+        return th.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+class _NaiveEps(nn.Module):
+    def __init__(self, s, a, h=HIDDEN, td=16):
+        super().__init__()
+        self.state_mlp = nn.Sequential(nn.Linear(s, h), nn.Mish(), nn.Linear(h, h))
+        self.time_mlp = nn.Sequential(_SinEmb(td), nn.Linear(td, 2 * td), nn.Mish(), nn.Linear(2 * td, td))
+        self.mid = nn.Sequential(nn.Linear(h + a + td, h), nn.Mish(), nn.Linear(h, h), nn.Mish(), nn.Linear(h, a))
+
+    def forward(self, x, t, s):
+        return self.mid(th.cat([x, self.time_mlp(t), self.state_mlp(s)], dim=1))
+
+
+class _NaiveChain(nn.Module):
+    def __init__(self, s, a, n=STEPS):
+        super().__init__()
+        self.model, self.a, self.n = _NaiveEps(s, a), a, n
+        sch = DiffusionSchedule("vp", n)
+        for name in ("sqrt_recip_alpha_bar_t", "sqrt_recipm1_alpha_bar_t", "posterior_mean_coef1",
+                     "posterior_mean_coef2", "posterior_variance"):
+            self.register_buffer(name, th.tensor(getattr(sch, name), dtype=th.float32))
+
+    def forward(self, s):
+        b = s.shape[0]
+        x = th.randn(b, self.a)
+        for i in reversed(range(self.n)):
+            t = th.full((b,), i, dtype=th.long)
+            eps = self.model(x, t, s)
+            x0 = (self.sqrt_recip_alpha_bar_t[t, None] * x - self.sqrt_recipm1_alpha_bar_t[t, None] * eps)
+            x0 = x0.clamp(-1, 1)
+            mean = self.posterior_mean_coef1[t, None] * x0 + self.posterior_mean_coef2[t, None] * x
+            std = self.posterior_variance[t, None].clamp_min(1e-20).sqrt()
+            x = mean + (t != 0).float()[:, None] * std * th.randn_like(x)
+        return x.clamp(-1, 1)
+
+
+class _NaiveCritic(nn.Module):
+    def __init__(self, s, out, a_in=0, h=HIDDEN):
+        super().__init__()
+        self.state_mlp = nn.Sequential(nn.Linear(s, h), nn.ReLU(), nn.Linear(h, h))
+        self.q1 = nn.Sequential(nn.Linear(h + a_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, out))
+        self.q2 = copy.deepcopy(self.q1)
+
+    def forward(self, s, a=None):
+        x = self.state_mlp(s)
+        if a is not None:
+            x = th.cat([x, a], dim=-1)
+        return self.q1(x), self.q2(x)
+
+
+class NaiveUpdate:
+    """One D2SAC (discrete) or GDM-tutorial (Box) update, published-style."""
+
+    def __init__(self, state_dim, action_dim, discrete):
+        self.discrete = discrete
+        self.actor = _NaiveChain(state_dim, action_dim)
+        self.critic = _NaiveCritic(state_dim, action_dim if discrete else 1, 0 if discrete else action_dim)
+        self.critic_t = copy.deepcopy(self.critic)
+        self.actor_t = copy.deepcopy(self.actor)
+        self.opt_a = th.optim.Adam(self.actor.parameters(), lr=3e-4, foreach=False)
+        self.opt_c = th.optim.Adam(self.critic.parameters(), lr=3e-4, foreach=False)
+
+    def __call__(self, s, a, r, s2, d):
+        with th.no_grad():
+            if self.discrete:
+                p2 = F.softmax(self.actor(s2), -1)
+                v = (p2 * (th.min(*self.critic_t(s2)) - 0.05 * th.log(p2 + 1e-8))).sum(-1, keepdim=True)
+            else:
+                v = th.min(*self.critic_t(s2, self.actor_t(s2)))
+            y = r + (1 - d) * 0.99 * v
+        if self.discrete:
+            q1, q2 = self.critic(s)
+            q1, q2 = q1.gather(1, a.long()), q2.gather(1, a.long())
+        else:
+            q1, q2 = self.critic(s, a)
+        loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        self.opt_c.zero_grad()
+        loss.backward()
+        self.opt_c.step()
+        if self.discrete:
+            logits = self.actor(s)
+            p = F.softmax(logits, -1)
+            with th.no_grad():
+                q = th.min(*self.critic(s))
+            actor_loss = (p * (0.05 * th.log(p + 1e-8) - q)).sum(-1).mean()
+        else:
+            actor_loss = -th.min(*self.critic(s, self.actor(s))).mean()
+        self.opt_a.zero_grad()
+        actor_loss.backward()
+        self.opt_a.step()
+        with th.no_grad():
+            for net, tgt in ((self.critic, self.critic_t), (self.actor, self.actor_t)):
+                for p_, t_ in zip(net.parameters(), tgt.parameters()):
+                    t_.mul_(0.995).add_(0.005 * p_)
+
+
+# ---------------------------------------------------------------------------
+def _filled_model(env_id, env_kwargs, **kwargs):
+    venv = make_sb3_vec_env(env_id, num_envs=16, seed=0, **env_kwargs)
+    model = DiffusionActorCritic("MlpPolicy", venv, batch_size=BATCH, hidden_dim=HIDDEN, denoising_steps=STEPS,
+                                 learning_starts=10**9, seed=0, **kwargs)
+    model.learn(4096)  # random actions: fills the replay buffer, no updates yet
+    model.set_logger(configure(None, []))
+    return model
+
+
+def _rate(fn, updates, repeats):
+    fn(2)
+    best_wall, best_cpu = 0.0, 0.0
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(updates)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        best_wall, best_cpu = max(best_wall, updates / wall), max(best_cpu, updates / cpu)
+    return best_wall, best_cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--updates", type=int, default=20, help="updates per timed block")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--activations", nargs="+", default=["mish", "silu"])
+    parser.add_argument("--no-reference", action="store_true", help="skip the published-style update")
+    args = parser.parse_args()
+
+    cases = [
+        ("discrete (AspSelection, D2SAC)", "gentwin/AspSelection-v0", {"params": "reference"}, {}),
+        ("box (PowerAllocation, +BC)", "gentwin/PowerAllocation-v0", {}, {"bc_coef": 1.0}),
+    ]
+    print(f"batch {BATCH}, hidden {HIDDEN}, {STEPS} denoising steps; torch {th.__version__}; "
+          f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"{'case':34s} {'implementation':24s} {'threads':>7s} {'updates/s':>10s} {'per CPU-s':>10s}")
+    for threads in args.threads:
+        th.set_num_threads(threads)
+        for label, env_id, env_kwargs, algo_kwargs in cases:
+            for act in args.activations:
+                model = _filled_model(env_id, env_kwargs, activation=act, **algo_kwargs)
+                wall, cpu = _rate(lambda n: model.train(n, BATCH), args.updates, args.repeats)
+                print(f"{label:34s} {'gentwin (' + act + ')':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
+            if not args.no_reference:
+                naive = NaiveUpdate(model.policy.features_dim, model.policy.action_dim, model.discrete)
+                th.manual_seed(0)
+
+                def run(n, naive=naive, model=model):
+                    for _ in range(n):
+                        d = model.replay_buffer.sample(BATCH)
+                        naive(d.observations, d.actions, d.rewards, d.next_observations, d.dones)
+
+                wall, cpu = _rate(run, args.updates, args.repeats)
+                print(f"{label:34s} {'published-style (mish)':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
