@@ -279,21 +279,32 @@ def _eval_metrics(agent: Any, baselines: dict, upper_bound: str | None) -> dict[
     return metrics
 
 
-def run_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable: train (or reuse) one run and report its final evaluation."""
+def _full_trial(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A trial's full settings from its Tune config: ``run`` names an entry of ``specs``;
+    a searcher adds the sampled ``hp``."""
+    trial = dict(specs[params["run"]])
+    if "hp" in params:
+        trial["hp"] = _plain(dict(params["hp"]))
+    return trial
+
+
+def run_trial(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
+    """Tune function trainable: train (or reuse) one run and report its final evaluation.
+
+    The Tune config holds only the run's name (and a searcher's sampled ``hp``),
+    so Tune's tables stay readable; ``specs`` (passed once through the object
+    store by ``tune.with_parameters``) holds the full settings.
+    """
     import ray
     import torch
     from ray import tune
 
     from gentwin.training import train
 
-    trial = params["trial"]
+    trial = _full_trial(params, specs)
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     config = trial_train_config(trial)
     hyperparams_file = trial.get("hyperparams_file")
-    if trial.get("fail"):
-        # Test hook (also handy to check a cluster's failure path): raise like a broken run would.
-        raise RuntimeError(str(trial["fail"]))
     resumed = is_finished(config, hyperparams_file)
     if resumed:
         record = load_record(config)
@@ -356,12 +367,13 @@ def _attempt_counter():
     class AttemptCounter(tune.Callback):
         """Count failed attempts per trial (printed as they happen)."""
 
-        def __init__(self, verbose: bool):
+        def __init__(self, specs: dict[str, dict[str, Any]], verbose: bool):
+            self.specs = specs
             self.failures: dict[str, int] = {}
             self.verbose = verbose
 
         def _failed(self, trial, final: bool) -> None:
-            name = trial_name(trial.config["trial"])
+            name = trial_name(_full_trial(trial.config, self.specs))
             self.failures[name] = self.failures.get(name, 0) + 1
             if self.verbose:
                 what = "giving up" if final else "retrying"
@@ -377,7 +389,7 @@ def _attempt_counter():
 
 
 def _run_tuner(
-    trials: list[dict[str, Any]] | None,
+    trials: list[dict[str, Any]],
     *,
     name: str,
     storage: Path,
@@ -388,13 +400,15 @@ def _run_tuner(
 ) -> list[tuple[dict[str, Any], Any, int]]:
     """Run one Tune experiment; returns (trial dict, ray Result, failed attempts) per trial.
 
-    ``trials`` is an explicit list (a grid); ``search`` = (searcher, param_space,
-    num_samples) runs a search instead.
+    Without ``search`` every trial of ``trials`` runs (a grid).  With ``search`` =
+    (searcher, hp domains, num_samples), ``trials`` holds the one template the
+    searcher's configurations are trained with.
     """
     from ray import tune
 
-    trainable = tune.with_resources(run_trial, {"cpu": cpus_per_trial})
-    counter = _attempt_counter()(verbose > 0)
+    specs = {trial_name(t): t for t in trials}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, specs=specs), {"cpu": cpus_per_trial})
+    counter = _attempt_counter()(specs, verbose > 0)
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(storage),
@@ -402,35 +416,23 @@ def _run_tuner(
         callbacks=[counter],
         verbose=verbose,
     )
+
+    def label(t) -> str:
+        return trial_name(_full_trial(t.config, specs))
+
     if search is None:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(
-                reuse_actors=True,
-                trial_name_creator=lambda t: trial_name(t.config["trial"]),
-                trial_dirname_creator=lambda t: trial_name(t.config["trial"]),
-            ),
-            run_config=run_config,
-        )
+        param_space = {"run": tune.grid_search(list(specs))}
+        tune_config = tune.TuneConfig(reuse_actors=True, trial_name_creator=label, trial_dirname_creator=label)
     else:
-        searcher, param_space, num_samples = search
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=num_samples,
-                reuse_actors=True,
-                trial_name_creator=lambda t: trial_name(t.config["trial"]),
-                trial_dirname_creator=lambda t: trial_name(t.config["trial"]) + "_" + t.trial_id,
-            ),
-            run_config=run_config,
-        )
-    grid = tuner.fit()
+        searcher, hp_space, num_samples = search
+        param_space = {"run": next(iter(specs)), "hp": hp_space}
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=num_samples, reuse_actors=True,
+                                      trial_name_creator=label,
+                                      trial_dirname_creator=lambda t: f"{label(t)}_{t.trial_id}")
+    grid = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
     out = []
     for result in grid:
-        trial = result.config["trial"]
+        trial = _full_trial(result.config, specs)
         out.append((trial, result, counter.failures.get(trial_name(trial), 0)))
     return out
 
@@ -531,13 +533,15 @@ def sweep(
     out_dir: str | os.PathLike | None = None,
     command: str | None = None,
     hyperparams_file: str | None = None,
-    fail: dict[str, str] | None = None,
     verbose: int = 1,
 ) -> SweepResult:
     """Run the sweep on Ray Tune and write the report (see the module docstring).
 
-    ``fail`` maps trial names (e.g. ``"ppo_seed1"``) to an error message that
-    trial raises instead of training: a hook to exercise the failure path.
+    ``base_config`` supplies everything but environment, algorithm, seed and the
+    searched hyperparameters (timesteps, n_envs, evaluation, env_kwargs,
+    hyperparams, log_root, baselines).  ``presets`` sets the environment's
+    ``params`` per trial.  ``num_cpus`` sizes an embedded Ray (default: all
+    cores).  ``verbose`` 0 silences Tune's progress output.
     """
     if not cpus_per_trial > 0:
         raise ValueError(f"cpus_per_trial = {cpus_per_trial!r} is invalid: must be > 0")
@@ -558,14 +562,12 @@ def sweep(
     if len(set(presets)) != len(presets):
         raise ValueError(f"presets = {presets!r} is invalid: entries must be distinct")
     hp_file = str(Path(hyperparams_file).resolve()) if hyperparams_file else None
-    fail = dict(fail or {})
     results_root = Path(results_root).resolve()
     storage = results_root / env_dirname(env_id) / "ray"
+
     def make_trial(config: TrainConfig, preset: str | None, hp: dict[str, Any]) -> dict[str, Any]:
-        trial = {"config": dataclasses.asdict(config), "hp": hp, "preset": preset, "base_log_root": base.log_root,
-                 "hyperparams_file": hp_file, "cpus": cpus_per_trial}
-        trial["fail"] = fail.get(trial_name(trial))
-        return trial
+        return {"config": dataclasses.asdict(config), "hp": hp, "preset": preset, "base_log_root": base.log_root,
+                "hyperparams_file": hp_file, "cpus": cpus_per_trial}
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     started = connect_ray(ray_address, num_cpus)
@@ -599,9 +601,9 @@ def sweep(
             elif searched:
                 # Optuna learns from the results: one study (one Tune run) per (algorithm, preset).
                 for key, preset, first in searched:
-                    runs += _run_tuner(None, name=f"search-{key.replace('/', '-')}-{stamp}", storage=storage,
-                                       cpus_per_trial=cpus_per_trial, max_failures=max_failures, verbose=verbose,
-                                       search=_optuna_search(search_space, first.algo, make_trial(first, preset, {}), n))
+                    runs += _run_tuner([make_trial(first, preset, {})], name=f"search-{key.replace('/', '-')}-{stamp}",
+                                       storage=storage, cpus_per_trial=cpus_per_trial, max_failures=max_failures,
+                                       verbose=verbose, search=_optuna_search(search_space, first.algo, n))
             phase = [_outcome(t, r, k, "search") for t, r, k in runs]
             outcomes += phase
             for key, preset, first in searched:
@@ -647,14 +649,13 @@ def sweep(
     return result
 
 
-def _optuna_search(space: SearchSpace, algo: str, template: dict[str, Any], num_samples: int):
-    """(OptunaSearch, param_space, num_samples) for one (algorithm, preset)."""
+def _optuna_search(space: SearchSpace, algo: str, num_samples: int):
+    """(OptunaSearch, hp domains, num_samples) for one (algorithm, preset)."""
     from ray.tune.search.optuna import OptunaSearch
 
     hp_space = {name: to_tune_domain(spec, f"space.{algo}.{name}") for name, spec in space.params_for(algo).items()}
-    param_space = {"trial": {**template, "hp": hp_space}}
     searcher = OptunaSearch(metric=space.metric, mode=space.mode, seed=space.search_seed)
-    return searcher, param_space, num_samples
+    return searcher, hp_space, num_samples
 
 
 # ---------------------------------------------------------------------------
