@@ -76,8 +76,9 @@ SCENARIOS: dict[str, Scenario] = {
             # D2SAC: diffusion actor, 5 denoising steps, batch 512 (the agent's defaults, from the
             # D2SAC code); "sac" is the same algorithm with a plain MLP actor = discrete SAC, the
             # paper's SAC comparison (SB3's SAC has no Discrete support).
-            # PPO: 256-step rollouts (x B = 8 -> 2,048 steps) so that every algorithm stops at the
-            # budget; SB3's default 2,048-step rollouts would overshoot a 20,000-step budget to 32,768.
+            # PPO: 256-step rollouts (x B = 8 -> 2,048 steps) so that it stops within one short rollout
+            # of the budget (20,480 for 20,000); SB3's default 2,048-step rollouts would overshoot
+            # to 32,768.  The report's "steps" column shows what each run actually trained.
             algo_hyperparams={"sac": {"actor": "mlp"}, "ppo": {"n_steps": 256},
                               "maskable_ppo": {"n_steps": 256}},
             full=Budget(timesteps=200_000, seeds=(0, 1, 2, 3, 4), eval_freq=20_000, eval_episodes=8),
@@ -111,6 +112,7 @@ SCENARIOS: dict[str, Scenario] = {
             claim="Least-context (LC) caching has the lowest system cost: LC 4.88 < LFU 5.93 < cloud 7.29 < "
                   "random 25.67 < FIFO 27.51.",
             algos=("ppo",),
+            algo_hyperparams={"ppo": {"n_steps": 256}},  # see asp_selection
             full=Budget(timesteps=200_000, seeds=(0, 1, 2), eval_freq=20_000, eval_episodes=8),
             quick=Budget(timesteps=10_000, seeds=(0, 1), eval_freq=5_000, eval_episodes=4),
             paper={
@@ -140,7 +142,8 @@ SCENARIOS: dict[str, Scenario] = {
             claim="CODI (conditional diffusion actor-critic) reaches a higher total QoE than SAC, which "
                   "stabilises faster and higher than PPO; figures only, no numbers.",
             algos=("codi=diffusion", "sac", "ppo"),
-            algo_hyperparams={"codi": {"learning_starts": 1000}, "sac": {"learning_starts": 1000}},
+            algo_hyperparams={"codi": {"learning_starts": 1000}, "sac": {"learning_starts": 1000},
+                              "ppo": {"n_steps": 256}},
             full=Budget(timesteps=200_000, seeds=(0, 1, 2, 3, 4), eval_freq=20_000, eval_episodes=8),
             quick=Budget(timesteps=10_000, seeds=(0, 1), eval_freq=5_000, eval_episodes=4),
             notes="QoE = bitrate term + similarity term per user (seed 001 line 163); see docs/hdt_streaming.md.",
@@ -215,6 +218,7 @@ def run(scenario: Scenario, budget: Budget, args: argparse.Namespace) -> Path:
         scenario.env_id, list(scenario.algos), list(budget.seeds), base, baselines=scenario.baselines,
         algo_hyperparams=scenario.algo_hyperparams, results_root=args.results_root,
         command=f"{command}\n# budget: {budget.describe()}", progress=not args.no_progress,
+        report_only=args.report_only,
     )
     summary = json.loads((result.out_dir / "summary.json").read_text())
     extra = paper_vs_ours(scenario, summary)
@@ -246,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-root", default="results", help="report root (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing; report the runs finished so far (e.g. while others still run)")
     args = parser.parse_args(argv)
     if args.list or not args.scenario:
         print(list_scenarios())

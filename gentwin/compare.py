@@ -768,6 +768,7 @@ def compare(
     force: bool = False,
     progress: bool = True,
     out_dir: str | os.PathLike | None = None,
+    report_only: bool = False,
 ) -> CompareResult:
     """Train every algorithm on every seed (skipping finished runs) and write the report.
 
@@ -776,8 +777,10 @@ def compare(
     its own hyperparameters).  ``base_config`` supplies everything but env,
     algorithm and seed (timesteps, n_envs, evaluation settings, env_kwargs,
     hyperparams, log_root).  ``baselines`` is ``"all"``, a list of names, or
-    ``[]``.  ``force`` retrains finished runs.  The report goes to ``out_dir``
-    or ``<results_root>/<Env>/<UTC timestamp>/``.
+    ``[]``.  ``force`` retrains finished runs.  ``report_only`` trains nothing
+    and reports the runs finished so far (the missing ones are listed at the end
+    of the report).  The report goes to ``out_dir`` or
+    ``<results_root>/<Env>/<UTC timestamp>/``.
     """
     base = dataclasses.replace(base_config or TrainConfig(), baselines=baselines, progress_bar=False)
     planned = plan_variants(env_id, algos, seeds, base, algo_hyperparams)
@@ -790,6 +793,11 @@ def compare(
         command = (f"compare(env_id={env_id!r}, algos={list(algos)!r}, seeds={list(seeds)!r}, "
                    f"baselines={baselines!r}, algo_hyperparams={algo_hyperparams!r})")
 
+    missing = list(todo) if report_only else []
+    if report_only:
+        todo = []
+    if len(missing) == len(configs):
+        raise ValueError(f"report_only = True is invalid here: none of the {len(configs)} runs is finished")
     enabled = progress and bool(todo)
     with _Progress(sum(configs[i].timesteps for i in todo), len(todo), len(skipped), enabled=enabled) as bar:
         if enabled:
@@ -810,11 +818,16 @@ def compare(
             if result.interrupted:
                 raise KeyboardInterrupt(f"interrupted during {config.run_dir}; rerun the command to resume")
 
-    records = [load_record(c, label=lab if lab != c.algo else None) for lab, c in planned]
+    records = [load_record(c, label=lab if lab != c.algo else None)
+               for k, (lab, c) in enumerate(planned) if k not in missing]
     if out_dir is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = Path(results_root) / env_dirname(env_id) / stamp
     report = write_report(out_dir, env_id, records, command)
+    if missing:
+        with open(report, "a") as f:
+            f.write("\n## Unfinished runs (not in the tables)\n\n")
+            f.writelines(f"- {labels[i]} seed {configs[i].seed}: `{configs[i].run_dir}`\n" for i in missing)
     return CompareResult(report=report, out_dir=Path(out_dir), records=records,
                          trained=[configs[i] for i in todo], skipped=[configs[i] for i in skipped])
 
@@ -900,6 +913,7 @@ def cmd_compare(args) -> int:
             args.env, algos, seeds, base, baselines=baselines, algo_hyperparams=algo_hp,
             results_root=args.results_root, command=command,
             hyperparams_file=args.hyperparams, force=args.force, progress=not args.no_progress,
+            report_only=args.report_only,
         )
     except KeyboardInterrupt as exc:
         print(f"stopped: {exc}")
@@ -924,4 +938,6 @@ def build_compare_parser(sub) -> None:
     p.add_argument("--algo-hp", action="append", metavar="LABEL:KEY=VALUE",
                    help="hyperparameter of one entry of --algos (e.g. sac:actor=mlp); repeatable")
     p.add_argument("--force", action="store_true", help="retrain runs that are already finished")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing; report the runs finished so far and list the missing ones")
     p.set_defaults(func=cmd_compare)

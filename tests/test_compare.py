@@ -334,3 +334,21 @@ def test_reproduce_scenarios_reference_existing_ids_algorithms_and_baselines(mon
         assert set(scenario.paper) <= names, scenario.name
         assert set(scenario.algo_hyperparams) <= {label for label, _ in specs} | {a for _, a in specs}
         assert scenario.quick.timesteps <= scenario.full.timesteps
+
+
+def test_report_only_reports_finished_runs_and_lists_missing_ones(done, tmp_path):
+    from gentwin.compare import compare
+
+    root, _ = done
+    base = dataclasses.replace(_configs(root)[0], baselines="all")
+    result = compare(ENV, [*ALGOS, "dqn"], list(SEEDS), base, report_only=True, progress=False,
+                     out_dir=tmp_path / "partial")
+    assert result.trained == [] and len(result.skipped) == len(ALGOS) * len(SEEDS)
+    assert not (base.run_dir.parent.parent / "dqn").exists()  # nothing was trained
+    text = result.report.read_text()
+    _, final_rows = _table(text, "| policy | kind |")
+    assert {r[0] for r in final_rows} == {*ALGOS, *BASELINES}
+    unfinished = text.split("## Unfinished runs (not in the tables)")[1]
+    assert "dqn seed 0" in unfinished and "dqn seed 1" in unfinished and "ppo" not in unfinished
+    with pytest.raises(ValueError, match="none of the 2 runs is finished"):
+        compare(ENV, ["dqn"], list(SEEDS), base, report_only=True, progress=False, out_dir=tmp_path / "none")
