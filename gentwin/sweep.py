@@ -677,6 +677,8 @@ def _sweep_section(outcomes: Sequence[TrialOutcome], best_hp: dict, search_space
                   "configurations tried on the first seed; the best one of each algorithm was trained on every seed.",
               "", "| algorithm/preset | best hyperparameters |", "|---|---|"]
         L += [f"| {k} | `{json.dumps(v, sort_keys=True)}` |" for k, v in best_hp.items()]
+        if search_space.source:
+            L += ["", "Search-space file:", "", "```yaml", search_space.source.rstrip(), "```"]
     L += ["", "### Trials", "", "| trial | phase | status | attempts | mean return | resumed | node | run directory |",
           "|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
