@@ -175,7 +175,7 @@ def test_nakagami_fading_statistics(m):
     assert kernel.si_gain.mean() == pytest.approx(1.0, abs=4 * np.sqrt(1.0 / n))
 
 
-def test_dynamic_fading_is_correlated_and_static_draws_are_independent():
+def test_dynamic_fading_follows_the_gauss_markov_correlation():
     kernel = _kernel(4000, seed=2, periods_per_episode=2, nakagami_m_min=1, nakagami_m_max=1,
                      fading_gain_min_db=-100.0, fading_gain_max_db=100.0)
     before = kernel.fading_gain.copy()
