@@ -9,7 +9,8 @@ trial: a function trainable that calls :func:`gentwin.training.train` on its
 :class:`~gentwin.training.TrainConfig` and reports the final evaluation
 (``mean_return``, ``std_return``, every domain metric, ``share_of_upper_bound``)
 to Tune.  Each trial reserves ``--cpus-per-trial`` CPUs (and sets torch to as
-many threads); Tune runs as many trials at once as the cluster has CPUs.
+many threads) and ``--gpus-per-trial`` GPUs; Tune runs as many trials at once
+as the cluster's resources allow.
 
 Where things go
 ---------------
@@ -393,7 +394,7 @@ def _run_tuner(
     *,
     name: str,
     storage: Path,
-    cpus_per_trial: float,
+    resources: dict[str, float],
     max_failures: int,
     verbose: int,
     search: tuple[Any, dict, int] | None = None,
@@ -407,7 +408,7 @@ def _run_tuner(
     from ray import tune
 
     specs = {trial_name(t): t for t in trials}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, specs=specs), {"cpu": cpus_per_trial})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, specs=specs), resources)
     counter = _attempt_counter()(specs, verbose > 0)
     run_config = tune.RunConfig(
         name=name,
@@ -528,6 +529,7 @@ def sweep(
     ray_address: str | None = None,
     num_cpus: int | None = None,
     cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
     max_failures: int = 1,
     results_root: str | os.PathLike = "results",
     out_dir: str | os.PathLike | None = None,
@@ -545,6 +547,9 @@ def sweep(
     """
     if not cpus_per_trial > 0:
         raise ValueError(f"cpus_per_trial = {cpus_per_trial!r} is invalid: must be > 0")
+    if not gpus_per_trial >= 0:
+        raise ValueError(f"gpus_per_trial = {gpus_per_trial!r} is invalid: must be >= 0")
+    resources = {"cpu": cpus_per_trial, **({"gpu": gpus_per_trial} if gpus_per_trial else {})}
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         raise ValueError(f"max_failures = {max_failures!r} is invalid: must be an integer >= 0")
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
@@ -596,13 +601,13 @@ def sweep(
                 # Random configurations are known in advance: one Tune run holds them all.
                 trials = [make_trial(first, preset, hp) for _, preset, first in searched
                           for hp in sample_configurations(search_space, first.algo, n, search_space.search_seed)]
-                runs = _run_tuner(trials, name=f"search-{stamp}", storage=storage, cpus_per_trial=cpus_per_trial,
+                runs = _run_tuner(trials, name=f"search-{stamp}", storage=storage, resources=resources,
                                   max_failures=max_failures, verbose=verbose)
             elif searched:
                 # Optuna learns from the results: one study (one Tune run) per (algorithm, preset).
                 for key, preset, first in searched:
                     runs += _run_tuner([make_trial(first, preset, {})], name=f"search-{key.replace('/', '-')}-{stamp}",
-                                       storage=storage, cpus_per_trial=cpus_per_trial, max_failures=max_failures,
+                                       storage=storage, resources=resources, max_failures=max_failures,
                                        verbose=verbose, search=_optuna_search(search_space, first.algo, n))
             phase = [_outcome(t, r, k, "search") for t, r, k in runs]
             outcomes += phase
@@ -625,7 +630,7 @@ def sweep(
                 trials.append(make_trial(config, preset, best_hp.get(key, {})))
         if trials:
             runs = _run_tuner(trials, name=f"sweep-{stamp}", storage=storage,
-                              cpus_per_trial=cpus_per_trial, max_failures=max_failures, verbose=verbose)
+                              resources=resources, max_failures=max_failures, verbose=verbose)
             seen = {o.name for o in outcomes}
             for t, r, k in runs:
                 out = _outcome(t, r, k, "evaluate")
@@ -748,7 +753,8 @@ def _canonical_command(args, algos: list[str], seeds: list[int]) -> str:
              "--seeds", ",".join(map(str, seeds)), "--timesteps", str(args.timesteps), "--n-envs", str(args.n_envs),
              "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
              "--baselines", args.baselines, "--log-root", args.log_root, "--results-root", args.results_root,
-             "--cpus-per-trial", str(args.cpus_per_trial), "--max-failures", str(args.max_failures),
+             "--cpus-per-trial", str(args.cpus_per_trial), "--gpus-per-trial", str(args.gpus_per_trial),
+             "--max-failures", str(args.max_failures),
              "--device", args.device]
     for flag, value in (("--presets", args.presets), ("--search-space", args.search_space),
                         ("--num-samples", args.num_samples), ("--ray-address", args.ray_address),
@@ -779,7 +785,8 @@ def cmd_sweep(args) -> int:
         args.env, algos, seeds, base,
         presets=_split(args.presets, "--presets") if args.presets else None,
         search_space=args.search_space, num_samples=args.num_samples, ray_address=args.ray_address,
-        cpus_per_trial=args.cpus_per_trial, max_failures=args.max_failures, results_root=args.results_root,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+        results_root=args.results_root,
         command=_canonical_command(args, algos, seeds),
         hyperparams_file=args.hyperparams, verbose=0 if args.no_progress else 1,
     )
@@ -805,6 +812,8 @@ def build_sweep_parser(sub) -> None:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="attach to a running Ray cluster (HOST:PORT); default: start an embedded local Ray")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved by each trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="GPUs reserved by each trial (default: 0; use with --device cuda or auto)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial (default: 1)")
     p.add_argument("--results-root", default="results", help="report root (default: %(default)s)")
     p.set_defaults(func=cmd_sweep)
