@@ -15,7 +15,7 @@ A run writes the same layout as an SB3 run (see :mod:`gentwin.training`)::
 
     runs/<Env-id without "gentwin/">/rllib_ppo/seed<S>/
         events.out.tfevents.*   TensorBoard scalars, one point per PPO iteration:
-                                rollout/ep_rew_mean (team return), episode/<metric>
+                                rollout/ep_rew_mean (per-agent return), episode/<metric>
                                 (domain metrics of finished episodes), train/<loss>
                                 (per policy), time/..., and eval/ after the last one
         progress.csv            the same scalars as CSV (read back by load_metrics)
@@ -23,10 +23,14 @@ A run writes the same layout as an SB3 run (see :mod:`gentwin.training`)::
         checkpoint/             RLlib checkpoint of the trained algorithm
         eval.json               final greedy evaluation on held-out seeds
 
-Returns are team returns: the sum over agents of the per-agent rewards of one
-episode (RLlib's ``episode_return_mean``); ``mean_agent_return`` divides it by
-the number of agents.  Evaluation runs the trained modules greedily on episodes
-seeded ``eval_seed + i`` (the held-out seeds of :mod:`gentwin.evaluation`).
+Returns are per agent, as in the SB3 + SuperSuit runs of the same ids (where
+every agent is one slot of the vector env), so the two overlay in TensorBoard:
+``return`` (tags ``rollout/ep_rew_mean``, ``eval/mean_return``) is the team
+return divided by the number of agents; ``team_return`` (tags
+``rollout/team_return``, ``eval/team_return``) is the sum over agents of one
+episode's rewards (RLlib's ``episode_return_mean``).  Evaluation runs the
+trained modules greedily on episodes seeded ``eval_seed + i`` (the held-out
+seeds of :mod:`gentwin.evaluation`).
 
 Ray is an optional extra: ``pip install -e ".[ray]"``.
 """
@@ -226,10 +230,10 @@ def iteration_scalars(result: dict, n_agents: int) -> dict[str, float]:
         if isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
             scalars[tag] = float(value)
 
-    put("rollout/ep_rew_mean", "env_runners/episode_return_mean")
+    put("rollout/team_return", "env_runners/episode_return_mean")
     put("rollout/ep_len_mean", "env_runners/episode_len_mean")
-    if "rollout/ep_rew_mean" in scalars:
-        scalars["rollout/mean_agent_return"] = scalars["rollout/ep_rew_mean"] / n_agents
+    if "rollout/team_return" in scalars:
+        scalars["rollout/ep_rew_mean"] = scalars["rollout/team_return"] / n_agents
     put("time/iterations", "training_iteration")
     put("time/total_timesteps", "env_runners/num_env_steps_sampled_lifetime")
     put("time/time_elapsed", "time_total_s")
@@ -267,8 +271,9 @@ def _greedy_actions(algo: Any, obs: dict[str, np.ndarray], mapping: dict[str, st
 def evaluate_rllib(algo: Any, config: RllibConfig) -> list[dict[str, float]]:
     """Greedy episodes of the trained policies on seeds ``eval_seed + i``.
 
-    Each episode's summary holds ``return`` (team return: summed over agents),
-    ``mean_agent_return``, ``length`` and the kernel's domain metrics.
+    Each episode's summary holds ``return`` (per agent: the team return divided
+    by the number of agents), ``team_return`` (summed over agents), ``length``
+    and the kernel's domain metrics.
     """
     episodes = []
     for i in range(config.eval_episodes):
@@ -286,7 +291,7 @@ def evaluate_rllib(algo: Any, config: RllibConfig) -> list[dict[str, float]]:
                     summary = {k: float(v) for k, v in info["episode_summary"].items() if np.ndim(v) == 0}
                     break
         env.close()
-        episodes.append({**summary, "return": team_return, "mean_agent_return": team_return / len(agents),
+        episodes.append({**summary, "return": team_return / len(agents), "team_return": team_return,
                          "length": float(length)})
     return episodes
 
@@ -309,7 +314,7 @@ def _train_loop(algo: Any, config: RllibConfig, verbose: bool) -> tuple[list[dic
             history.append(scalars)
             if verbose:
                 it = int(scalars.get("time/iterations", len(history)))
-                ret = scalars.get("rollout/ep_rew_mean", float("nan"))
+                ret = scalars.get("rollout/team_return", float("nan"))
                 print(f"iteration {it}/{config.iterations}: {step} env steps, team return {ret:.4g}")
         algo.save_to_path(str((config.run_dir / "checkpoint").resolve()))
         episodes = evaluate_rllib(algo, config) if config.eval_episodes else []
