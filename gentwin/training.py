@@ -308,6 +308,10 @@ def log_baselines(config: TrainConfig, results: dict[str, EvalResult], upper: st
     ub = results[upper].mean("return") if upper else None
     for name, res in results.items():
         run_dir = Path(config.log_root) / env_dirname(config.env_id) / f"baseline_{name}" / f"seed{config.seed}"
+        # Several runs (algorithms) of one seed share this directory: replace, not append,
+        # so TensorBoard shows one series per baseline.
+        for old in run_dir.glob("events.out.tfevents.*"):
+            old.unlink()
         logger = configure(str(run_dir), ["tensorboard", "csv"])
         for step in (0, config.timesteps):
             record_eval(logger, res, ub)
