@@ -42,6 +42,7 @@ import argparse
 import importlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -277,7 +278,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--eval-episodes", type=int, default=16)
     parser.add_argument("--sweep-episodes", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("benchmark_results/ris_isac"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gentwin_ris_isac",
+                        help="folder of the per-part JSON results (read back by 'report')")
     args = parser.parse_args()
     args.budget = {k: int(v) for k, v in (item.split("=") for item in args.budget)}
 
