@@ -424,6 +424,17 @@ def _aligned_curves(records: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarra
     return grid, np.stack([np.interp(grid, c[0], c[1]) for c in curves])
 
 
+def _limit_y(ax, values: Sequence[float], margin: float = 0.25) -> None:
+    """Show the means (and baselines) with a margin: with few seeds the t-bands can be so wide
+    that they would flatten every curve; they are clipped at the plot's edge instead."""
+    if not values:
+        return
+    lo, hi = float(min(values)), float(max(values))
+    pad = margin * (hi - lo) if hi > lo else max(1.0, 0.1 * abs(hi))
+    cur_lo, cur_hi = ax.get_ylim()
+    ax.set_ylim(max(cur_lo, lo - pad), min(cur_hi, hi + pad))
+
+
 def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
                          summaries: Sequence[PolicySummary]) -> Path:
     """Mean eval/mean_return over seeds with a 95 % t-band; baselines as horizontal lines."""
@@ -433,6 +444,7 @@ def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    shown: list[float] = []  # curve means and baseline levels: the y range to show
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(r.name, []).append(r)
@@ -442,6 +454,7 @@ def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
             continue
         color = f"C{i % 10}"
         mean = returns.mean(axis=0)
+        shown += [float(mean.min()), float(mean.max())]
         ax.plot(steps, mean, color=color, marker="o", markersize=3, label=f"{name} (n={returns.shape[0]})")
         if returns.shape[0] > 1:
             half = t_quantile(0.975, returns.shape[0] - 1) * returns.std(axis=0, ddof=1) / math.sqrt(returns.shape[0])
@@ -450,9 +463,11 @@ def plot_learning_curves(path: Path, env_id: str, records: Sequence[RunRecord],
     for j, s in enumerate(x for x in summaries if x.kind == "baseline"):
         ax.axhline(s.stats["return"].mean, color=f"C{(len(groups) + j) % 10}", linestyle=styles[j % len(styles)],
                    linewidth=1.4, label=f"baseline: {s.name}")
+        shown.append(s.stats["return"].mean)
+    _limit_y(ax, shown)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (mean over held-out episodes)")
-    ax.set_title(f"{env_id}: learning curves (mean and 95% interval over seeds)")
+    ax.set_title(f"{env_id}: learning curves (mean, 95% interval over seeds; bands clipped)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -475,6 +490,10 @@ def plot_final_performance(path: Path, env_id: str, summaries: Sequence[PolicySu
     colors = [f"C{i % 10}" if s.kind == "agent" else "0.6" for i, s in enumerate(summaries)]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 4.5))
     ax.bar(np.arange(len(names)), means, yerr=halves, capsize=4, color=colors, edgecolor="black", linewidth=0.6)
+    for x, m in enumerate(means):
+        ax.annotate(f"{m:.4g}", (x, m), textcoords="offset points", xytext=(0, 3 if m >= 0 else -10),
+                    ha="center", fontsize=7)
+    _limit_y(ax, [*means.tolist(), 0.0])
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel("final evaluation return")
