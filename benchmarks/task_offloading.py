@@ -170,7 +170,7 @@ def main(argv=None):
 
     print()
     print(f"TaskOffloading-v0, {args.episodes} evaluation episodes (seed {EVAL_SEED}); learned agents: "
-          f"mean +- std over seeds {args.seeds}; ppo {args.ppo_steps} steps x {args.ppo_envs} envs, "
+          f"mean +- std over seeds {args.seeds}; ppo {args.ppo_steps} env steps (B={args.ppo_envs}), "
           f"ppo_ma {args.ma_steps} agent-steps, diffusion_ma {args.diffusion_steps} agent-steps")
     header = f"{'preset':8s} {'policy':18s} {'cost':>16s} {'drop rate':>9s} {'twin age s':>10s} " \
              f"{'latency s':>9s} {'energy J':>8s} {'vs greedy':>9s} {'time s':>7s}"
