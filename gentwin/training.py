@@ -169,10 +169,41 @@ def make_train_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict | None 
         penv = make_parallel(env_id, **env_kwargs)
         venv = ss.pettingzoo_env_to_vec_env_v1(penv)
         venv = ss.concat_vec_envs_v1(venv, n_envs, num_cpus=0, base_class="stable_baselines3")
-        venv = VecMonitor(venv)
+        venv = VecMonitor(_seedable_supersuit(venv))
         venv.seed(seed)
         return venv
     return make_sb3_vec_env(env_id, num_envs=n_envs, seed=seed, **env_kwargs)
+
+
+def _seedable_supersuit(venv):
+    """SuperSuit's SB3 vector env with SB3's seeding contract (``seed()``, then ``reset()``).
+
+    SuperSuit's wrapper forwards ``seed()`` to a concat env that has none; here the
+    seed is kept and passed to the next reset, where copy ``k`` of the PettingZoo env
+    is seeded ``seed + k`` (every agent of a copy shares its environment's seed).
+    """
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class SeedableSuperSuitVecEnv(VecEnvWrapper):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self._pending_seed: int | None = None
+
+        def seed(self, seed: int | None = None):
+            self._pending_seed = seed
+            return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+        def reset(self):
+            if self._pending_seed is None:
+                return self.venv.reset()
+            observations, self.venv.reset_infos = self.venv.venv.reset(seed=self._pending_seed)
+            self._pending_seed = None
+            return observations
+
+        def step_wait(self):
+            return self.venv.step_wait()
+
+    return SeedableSuperSuitVecEnv(venv)
 
 
 def make_eval_env(env_id: str, n_episodes: int, env_kwargs: dict | None = None):
