@@ -164,6 +164,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
     :param denoising_steps: ``N`` of the reverse chain (5; the contract paper uses 10)
     :param beta_schedule: ``"vp"`` (default), ``"linear"`` or ``"cosine"``
     :param hidden_dim: width of every hidden layer (actor and critics)
+    :param clip_denoised: bound of the soft clip on ``x0_hat`` (default 3 for logits, 5 for Box)
     :param exploration_noise: Box only: std of the Gaussian exploration noise in ``[-1, 1]`` units
     """
 

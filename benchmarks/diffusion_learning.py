@@ -46,6 +46,7 @@ AGENTS = {
     POWER: {
         "diffusion": ("diffusion", DIFFUSION_POWER),
         "diffusion+expert": ("diffusion", {**DIFFUSION_POWER, "bc_coef": 1.0}),
+        "diffusion+expert bc_coef=10": ("diffusion", {**DIFFUSION_POWER, "bc_coef": 10.0}),
         "mlp (ablation)": ("diffusion", {**DIFFUSION_POWER, "actor": "mlp"}),
     },
     ASP: {

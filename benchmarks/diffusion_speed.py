@@ -14,8 +14,8 @@ blocks) and updates per CPU-second of the process (``time.process_time``), which
 approximates the rate on an idle core when other jobs share the machine.  The
 load average is printed so the wall-clock figures can be judged.
 
-    python benchmarks/diffusion_speed.py                 # 1 and 2 threads
-    python benchmarks/diffusion_speed.py --threads 2 --updates 30
+    python benchmarks/diffusion_speed.py                 # 1 thread
+    python benchmarks/diffusion_speed.py --threads 1 2 --updates 30
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def _rate(fn, updates, repeats):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch threads; more than 1 only helps on an otherwise idle machine")
     parser.add_argument("--updates", type=int, default=20, help="updates per timed block")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--activations", nargs="+", default=["mish", "silu"])

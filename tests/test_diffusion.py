@@ -283,3 +283,18 @@ def test_deterministic_predict_is_repeatable_and_stochastic_explores():
     s2, _ = model.predict(obs, deterministic=False)
     assert not np.array_equal(s1, s2)
     assert venv.action_space.contains(s1[0]) and venv.action_space.contains(a1[0])
+
+
+def test_expert_replay_buffer_scales_expert_actions_to_the_unit_box():
+    space = spaces.Box(np.array([0.0, -2.0], np.float32), np.array([1.0, 2.0], np.float32))
+    obs_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    rb = ExpertReplayBuffer(10, obs_space, space, device="cpu", n_envs=2)
+    obs = np.zeros((2, 3), np.float32)
+    rb.add(obs, obs, np.zeros((2, 2), np.float32), np.zeros(2), np.zeros(2),
+           [{"expert_action": np.array([0.25, 1.0])}, {}])
+    np.testing.assert_allclose(rb.expert_actions[0, 0], [-0.5, 0.5])
+    assert rb.expert_mask[0].tolist() == [1.0, 0.0]
+    sample = rb.sample(8)
+    assert sample.expert_actions.shape == (8, 2) and sample.expert_mask.shape == (8,)
+    with pytest.raises(ValueError, match="Box"):
+        ExpertReplayBuffer(10, obs_space, spaces.Discrete(3), device="cpu")

@@ -123,15 +123,12 @@ def test_zero_weights_mean_equal_split():
 
 
 def _brute_force(gains, total, noise, resolution):
-    """Best allocation on a simplex grid of step total/resolution."""
+    """Best allocation on a simplex grid of step total/resolution (every grid point evaluated)."""
     m = len(gains)
-    best = -np.inf
-    for split in itertools.product(range(resolution + 1), repeat=m - 1):
-        if sum(split) > resolution:
-            continue
-        units = np.array([*split, resolution - sum(split)], dtype=np.float64)
-        best = max(best, float(sum_rate(gains, units * total / resolution, noise)))
-    return best
+    grid = np.array(list(itertools.product(range(resolution + 1), repeat=m - 1)), dtype=np.float64)
+    grid = grid[grid.sum(axis=1) <= resolution]
+    units = np.concatenate([grid, resolution - grid.sum(axis=1, keepdims=True)], axis=1)
+    return float(sum_rate(gains[None, :], units * total / resolution, noise).max())
 
 
 @pytest.mark.parametrize("m", [2, 3])
