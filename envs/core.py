@@ -452,6 +452,9 @@ class KernelVectorEnv(VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.render_mode = None
         self.metadata = dict(type(self).metadata)
+        # Every step info is present for every instance: one shared read-only mask.
+        self._all_present = np.ones(self.num_envs, dtype=bool)
+        self._all_present.flags.writeable = False
 
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         if seed is None or isinstance(seed, (int, np.integer)):
@@ -474,7 +477,7 @@ class KernelVectorEnv(VectorEnv):
         infos = {}
         for key, value in info.items():
             infos[key] = value
-            infos[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
+            infos[f"_{key}"] = self._all_present
         done = terminated | truncated
         if done.any():
             idx = np.flatnonzero(done)
