@@ -266,7 +266,8 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
 
     # -- setup ------------------------------------------------------------------
     def _setup_model(self) -> None:
-        if self.replay_buffer_class is None and isinstance(self.action_space, spaces.Box) and self.n_steps == 1:
+        if (self.replay_buffer_class is None and isinstance(self.action_space, spaces.Box) and self.n_steps == 1
+                and not isinstance(self.observation_space, spaces.Dict)):
             self.replay_buffer_class = ExpertReplayBuffer
         super()._setup_model()
         self._create_aliases()
