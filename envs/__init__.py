@@ -29,6 +29,7 @@ ENVIRONMENTS: list[tuple[str, str, str, str, dict]] = [
     ("gentwin/TaskOffloading-v0", "gentwin.envs.task_offloading", "TaskOffloadingEnv", "TaskOffloadingVectorEnv", {}),
     ("gentwin/RisIsac-v0", "gentwin.envs.ris_isac", "RisIsacEnv", "RisIsacVectorEnv", {}),
     ("gentwin/HdtStreaming-v0", "gentwin.envs.hdt_streaming", "HdtStreamingEnv", "HdtStreamingVectorEnv", {}),
+    ("gentwin/HdtStreaming-Dynamic-v0", "gentwin.envs.hdt_streaming", "HdtStreamingEnv", "HdtStreamingVectorEnv", {"params": "dynamic"}),
 ]
 
 #: PettingZoo environments: id -> "module:ParallelEnvClass" (see gentwin.envs.make_parallel).
