@@ -21,7 +21,6 @@ Timings depend on the machine; the table is the result, not a test.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 
@@ -49,14 +48,6 @@ def make_agent(algo: str, venv, seed: int):
         # One-step episodes: short rollouts give more updates for the same steps.
         return cls("MlpPolicy", venv, n_steps=256, batch_size=256, seed=seed, device="cpu")
     raise ValueError(f"algo = {algo!r} is not benchmarked here")
-
-
-def diffusion_available() -> bool:
-    try:
-        importlib.import_module("gentwin.agents.diffusion")
-    except Exception:  # noqa: BLE001 -- any import failure means "not ready"
-        return False
-    return True
 
 
 def row(name: str, results: list[dict]) -> dict:
@@ -119,9 +110,6 @@ def main(argv=None) -> None:
         print(f"baseline {name}: {rows[-1]}", flush=True)
     optimal_mean = None
     for algo in args.algos:
-        if algo == "diffusion" and not diffusion_available():
-            print("diffusion agent (gentwin.agents.diffusion) not importable: skipped", flush=True)
-            continue
         results = []
         for seed in args.seeds:
             venv = make_sb3_vec_env(ENV_ID, num_envs=args.n_envs, seed=seed, **env_kwargs)

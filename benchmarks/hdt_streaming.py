@@ -30,7 +30,6 @@ Timings depend on the machine; the table is the result, not a test.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import time
 
@@ -65,14 +64,6 @@ def make_agent(algo: str, venv, seed: int, tensorboard: bool):
         return cls("MlpPolicy", venv, n_steps=256, batch_size=256, seed=seed, device="cpu",
                    tensorboard_log=log)
     raise ValueError(f"algo = {algo!r} is not benchmarked here")
-
-
-def diffusion_available() -> bool:
-    try:
-        importlib.import_module("gentwin.agents.diffusion")
-    except Exception:  # noqa: BLE001 -- any import failure means "not ready"
-        return False
-    return True
 
 
 def eval_bound(preset: str, n_episodes: int) -> np.ndarray:
@@ -134,9 +125,6 @@ def main(argv=None) -> None:
             rows.append(summarise(name, users, [evaluate(policy, preset, args.eval_episodes, bound)]))
             print(f"  baseline {name}: {rows[-1]}", flush=True)
         for algo in args.algos:
-            if algo == "diffusion" and not diffusion_available():
-                print("  diffusion agent (gentwin.agents.diffusion) not importable: skipped", flush=True)
-                continue
             results = []
             for seed in args.seeds:
                 venv = make_sb3_vec_env(ENV_ID, num_envs=args.n_envs, seed=seed, params=preset)

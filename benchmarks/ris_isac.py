@@ -39,7 +39,6 @@ Timings depend on the machine (and its load); the tables are results, not tests.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import tempfile
@@ -165,20 +164,12 @@ def make_agent(algo: str, venv, seed: int):
     raise ValueError(f"algo = {algo!r} is not benchmarked here")
 
 
-def diffusion_available() -> bool:
-    try:
-        importlib.import_module("gentwin.agents.diffusion")
-    except Exception:  # noqa: BLE001 -- any import failure means "not ready"
-        return False
-    return True
-
-
 def run_agents(args) -> dict:
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_policy
 
     out: dict = {"runs": {}, "sweep": {}}
-    algos = [a for a in args.algos if a != "diffusion" or diffusion_available()]
+    algos = list(args.algos)
     models = {}
     for algo in algos:
         for seed in args.seeds:
