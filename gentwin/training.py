@@ -315,6 +315,8 @@ def evaluate_and_record(model: Any, config: TrainConfig, upper_bound_return: flo
     """Evaluate ``model`` and write the result to its logger at its current step."""
     result = evaluate(model, config)
     record_eval(model.logger, result, upper_bound_return)
+    # SB3's CSV writer drops the step argument: keep it as a column for learning curves.
+    model.logger.record("time/total_timesteps", model.num_timesteps)
     model.logger.dump(model.num_timesteps)
     return result
 
@@ -366,8 +368,11 @@ def build_model(config: TrainConfig, venv: Any, hyperparams_file: str | None = N
     return algo_cls(config.policy, venv, seed=config.seed, device=config.device, verbose=config.verbose, **kwargs)
 
 
-def train(config: TrainConfig, hyperparams_file: str | None = None) -> TrainResult:
-    """Train, evaluate and save one run; Ctrl-C stops training and still saves."""
+def train(config: TrainConfig, hyperparams_file: str | None = None, callbacks: list | None = None) -> TrainResult:
+    """Train, evaluate and save one run; Ctrl-C stops training and still saves.
+
+    ``callbacks`` are extra SB3 callbacks (progress displays, early stopping, ...).
+    """
     import torch
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import configure
@@ -393,7 +398,7 @@ def train(config: TrainConfig, hyperparams_file: str | None = None) -> TrainResu
     try:
         model.learn(
             total_timesteps=config.timesteps,
-            callback=CallbackList([episode_cb_cls(), eval_cb]),
+            callback=CallbackList([episode_cb_cls(), eval_cb, *(callbacks or [])]),
             progress_bar=config.progress_bar,
         )
     except KeyboardInterrupt:

@@ -50,6 +50,11 @@ def test_train_py_end_to_end(tmp_path):
     assert len(agent["eval/mean_return"]) >= 2  # periodic evaluation plus the final one
     assert "eval/share_of_upper_bound" in agent and "eval/crash_rate" in agent
     assert any(tag.startswith("train/") for tag in agent)
+    import csv
+
+    with open(run_dir / "progress.csv") as f:
+        eval_rows = [r for r in csv.DictReader(f) if r.get("eval/mean_return")]
+    assert [int(float(r["time/total_timesteps"])) for r in eval_rows][-1] >= 256
     final = np.mean([ep["return"] for ep in result["agent"]])
     assert agent["eval/mean_return"][-1] == pytest.approx(final, rel=1e-5)
     # Baselines are constant series under the same tags, so TensorBoard overlays them.
@@ -93,6 +98,23 @@ def test_rl_zoo_hyperparameter_file(tmp_path):
     assert model.policy.net_arch == [16, 16]
     with pytest.raises(ValueError, match="hyperparams"):
         load_hyperparams("ppo", ENV_ID, tmp_path / "missing.yml")
+
+
+def test_extra_callbacks_are_called(tmp_path):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CountSteps(BaseCallback):
+        calls = 0
+
+        def _on_step(self) -> bool:
+            CountSteps.calls += 1
+            return True
+
+    config = TrainConfig(env_id=ENV_ID, algo="a2c", timesteps=64, n_envs=2, log_root=str(tmp_path), eval_freq=0,
+                         eval_episodes=1, env_kwargs={"tasks_per_episode": 20}, hyperparams={"n_steps": 8},
+                         progress_bar=False, baselines=[])
+    train(config, callbacks=[CountSteps()])
+    assert CountSteps.calls == 32  # one call per batch step: 64 steps / 2 instances
 
 
 def test_ctrl_c_saves_the_model(tmp_path, monkeypatch):
