@@ -4,6 +4,7 @@ SyncVectorEnv of single envs, side by side in one run, plus memory over a long r
     python benchmarks/throughput.py                       # AspSelection-v0, B = 1, 64, 1024
     python benchmarks/throughput.py --env gentwin/RisIsac-v0 --batch-sizes 1 256
     python benchmarks/throughput.py --quick               # shorter timings
+    python benchmarks/throughput.py --env gentwin/TaskOffloading-v0 --env-kwarg params=large --batch-sizes 256
 
 Steps/s counts environment steps (a batch step of B instances is B steps).
 Actions are drawn before timing, so only the environment is measured.
@@ -68,8 +69,8 @@ def time_single_env(env, min_seconds: float) -> float:
             return steps / elapsed
 
 
-def time_sb3_vec_env(env_id: str, batch: int, min_seconds: float) -> float:
-    venv = make_sb3_vec_env(env_id, num_envs=batch, seed=0)
+def time_sb3_vec_env(env_id: str, batch: int, min_seconds: float, env_kwargs: dict) -> float:
+    venv = make_sb3_vec_env(env_id, num_envs=batch, seed=0, **env_kwargs)
     venv.reset()
     actions = random_actions(venv.action_space, 256, batch)
     steps, start = 0, time.perf_counter()
@@ -91,9 +92,9 @@ def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def memory_over_long_run(env_id: str, batch: int, batch_steps: int) -> tuple[float, float, float]:
+def memory_over_long_run(env_id: str, batch: int, batch_steps: int, env_kwargs: dict) -> tuple[float, float, float]:
     """RSS after warm-up, after a long run, and the growth per 1,000 episodes ended."""
-    env = gym.make_vec(env_id, num_envs=batch)
+    env = gym.make_vec(env_id, num_envs=batch, **env_kwargs)
     env.reset(seed=0)
     actions = random_actions(env.single_action_space, 256, batch)
     episodes = 0
@@ -112,19 +113,24 @@ def memory_over_long_run(env_id: str, batch: int, batch_steps: int) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="gentwin/AspSelection-v0")
+    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment parameter or preset (params=large); repeatable")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing per measurement")
     parser.add_argument("--quick", action="store_true", help="1 s per measurement, shorter memory run")
     parser.add_argument("--memory-steps", type=int, default=20_000, help="batch steps of the memory run")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
+    import yaml
+
+    kw = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env_kwarg)}
     memory_steps = 3_000 if args.quick else args.memory_steps
 
-    print(f"# gentwin throughput: {args.env}")
+    print(f"# gentwin throughput: {args.env} {kw or ''}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}, gymnasium {gym.__version__}")
-    single = time_single_env(gym.make(args.env).unwrapped, seconds)
-    wrapped = time_single_env(gym.make(args.env), seconds)
+    single = time_single_env(gym.make(args.env, **kw).unwrapped, seconds)
+    wrapped = time_single_env(gym.make(args.env, **kw), seconds)
     print(f"single env (unwrapped): {single:,.0f} steps/s")
     print(f"single env (gym.make, with checker wrappers): {wrapped:,.0f} steps/s")
     print()
@@ -132,14 +138,14 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for batch in args.batch_sizes:
-        native = time_vector_env(gym.make_vec(args.env, num_envs=batch), batch, seconds)
-        sync_env = SyncVectorEnv([lambda: gym.make(args.env) for _ in range(batch)],
+        native = time_vector_env(gym.make_vec(args.env, num_envs=batch, **kw), batch, seconds)
+        sync_env = SyncVectorEnv([lambda: gym.make(args.env, **kw) for _ in range(batch)],
                                  autoreset_mode=AutoresetMode.SAME_STEP)
         sync = time_vector_env(sync_env, batch, seconds)
-        sb3 = time_sb3_vec_env(args.env, batch, seconds)
+        sb3 = time_sb3_vec_env(args.env, batch, seconds, kw)
         print(f"{batch:>6} | {native:>18,.0f} | {sync:>15,.0f} | {native / sync:>12.1f}x | {sb3:>16,.0f}")
     batch = max(args.batch_sizes)
-    before, after, per_k = memory_over_long_run(args.env, batch, memory_steps)
+    before, after, per_k = memory_over_long_run(args.env, batch, memory_steps, kw)
     print()
     print(f"memory, native B={batch}, {memory_steps:,} batch steps: RSS {before:.1f} MiB -> {after:.1f} MiB "
           f"({per_k:+.3f} MiB per 1,000 episodes)")
