@@ -167,7 +167,6 @@ from gymnasium import spaces
 
 from gentwin.envs.core import (
     BatchedKernel,
-    InvalidActionError,
     KernelEnv,
     KernelParallelEnv,
     KernelVectorEnv,

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 import gentwin  # noqa: F401  (registers the environments)
-from gentwin.agents.registry import MASKABLE, algorithm_supports, get_algorithm
+from gentwin.agents.registry import algorithm_supports, get_algorithm
 from gentwin.envs import PARALLEL_ENVIRONMENTS, make_parallel, make_sb3_vec_env
 from gentwin.evaluation import EVAL_SEED, EvalResult, evaluate_policy
 

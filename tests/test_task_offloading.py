@@ -161,7 +161,6 @@ def _scripted_kernel():
 
 def test_scripted_scenario_latency_energy_drops_and_age_by_hand():
     kernel = _scripted_kernel()
-    p = kernel.params
     power_w = 10 ** ((23 - 30) / 10)
     kappa_f2 = 1e-28 * 2.5e9**2
 
