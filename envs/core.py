@@ -52,6 +52,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
+from pettingzoo import ParallelEnv
+from stable_baselines3.common.vec_env import VecEnv as SB3VecEnv
 
 __all__ = [
     "BatchedKernel",
@@ -514,13 +516,7 @@ def _scatter(values: np.ndarray, idx: np.ndarray, num_envs: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # View 3: Stable-Baselines3 VecEnv
 # ---------------------------------------------------------------------------
-def _sb3_vec_env_base():
-    from stable_baselines3.common.vec_env import VecEnv
-
-    return VecEnv
-
-
-class KernelSB3VecEnv(_sb3_vec_env_base()):
+class KernelSB3VecEnv(SB3VecEnv):
     """Stable-Baselines3 ``VecEnv`` over a kernel: SB3 trains on the batch directly.
 
     Finished instances are reset in the same step; their info carries
@@ -648,13 +644,7 @@ def make_sb3_vec_env(env_id: str, num_envs: int = 1, seed: int | None = None, **
 # ---------------------------------------------------------------------------
 # View 4: PettingZoo ParallelEnv (multi-agent kernels, B = 1)
 # ---------------------------------------------------------------------------
-def _parallel_env_base():
-    from pettingzoo import ParallelEnv
-
-    return ParallelEnv
-
-
-class KernelParallelEnv(_parallel_env_base()):
+class KernelParallelEnv(ParallelEnv):
     """PettingZoo ``ParallelEnv`` over a multi-agent kernel with one instance.
 
     The kernel must define ``possible_agents``, ``single_agent_observation_space``,
