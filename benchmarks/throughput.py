@@ -124,7 +124,7 @@ def main() -> None:
     import yaml
 
     kw = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.env_kwarg)}
-    memory_steps = 3_000 if args.quick else args.memory_steps
+    memory_steps = min(3_000, args.memory_steps) if args.quick else args.memory_steps
 
     print(f"# gentwin throughput: {args.env} {kw or ''}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
