@@ -40,18 +40,22 @@ def random_actions(space: spaces.Space, n_steps: int, batch: int | None, seed: i
     return rng.uniform(space.low, space.high, size=(*shape, *space.shape)).astype(space.dtype)
 
 
-def time_vector_env(env, batch: int, min_seconds: float) -> float:
-    """Steps/s of a Gymnasium VectorEnv with SAME_STEP autoreset."""
-    env.reset(seed=0)
-    actions = random_actions(env.single_action_space, 256, batch)
+def time_batched_steps(step, actions: np.ndarray, batch: int, min_seconds: float) -> float:
+    """Environment steps/s of ``step(batch_actions)``, cycling through ``actions``."""
     steps, start = 0, time.perf_counter()
     while True:
-        for k in range(256):
-            env.step(actions[k])
-        steps += 256
+        for k in range(len(actions)):
+            step(actions[k])
+        steps += len(actions)
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return steps * batch / elapsed
+
+
+def time_vector_env(env, batch: int, min_seconds: float) -> float:
+    """Steps/s of a Gymnasium VectorEnv with SAME_STEP autoreset."""
+    env.reset(seed=0)
+    return time_batched_steps(env.step, random_actions(env.single_action_space, 256, batch), batch, min_seconds)
 
 
 def time_single_env(env, min_seconds: float) -> float:
@@ -72,15 +76,7 @@ def time_single_env(env, min_seconds: float) -> float:
 def time_sb3_vec_env(env_id: str, batch: int, min_seconds: float, env_kwargs: dict) -> float:
     venv = make_sb3_vec_env(env_id, num_envs=batch, seed=0, **env_kwargs)
     venv.reset()
-    actions = random_actions(venv.action_space, 256, batch)
-    steps, start = 0, time.perf_counter()
-    while True:
-        for k in range(256):
-            venv.step(actions[k])
-        steps += 256
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return steps * batch / elapsed
+    return time_batched_steps(venv.step, random_actions(venv.action_space, 256, batch), batch, min_seconds)
 
 
 def rss_mib() -> float:
