@@ -108,8 +108,9 @@ def is_parallel_env(env_id: str) -> bool:
 def load_hyperparams(algo: str, env_id: str, path: str | os.PathLike | None = None) -> dict:
     """Hyperparameters of ``algo`` on ``env_id`` from an RL-Zoo style YAML file.
 
-    The file maps environment ids (or ``default``) to dicts of algorithm kwargs,
-    plus the run keys ``n_timesteps``, ``n_envs``, ``policy`` and ``env_kwargs``.
+    The file maps environment ids (or ``default``) to dicts of algorithm kwargs.
+    RL-Zoo's run keys (``n_timesteps``, ``n_envs``, ``policy``, ``env_kwargs``, ...) are
+    accepted so Zoo files load unchanged, but the command line sets those.
     Without ``path`` the packaged ``gentwin/hyperparams/<algo>.yml`` is used
     (missing file or entry: SB3 defaults).  ``default`` entries apply to every
     id and are overridden by the id's own entry.
