@@ -649,8 +649,8 @@ class KernelParallelEnv(ParallelEnv):
 
     The kernel must define ``possible_agents``, ``single_agent_observation_space``,
     ``single_agent_action_space`` and :meth:`BatchedKernel._observe_agents`; its
-    joint action is the per-agent actions stacked in ``possible_agents`` order
-    (the same action the central single-agent view takes), and its info carries
+    joint action is the per-agent actions stacked in ``possible_agents`` order and
+    laid out in the central view's action shape (the same action it takes), and its info carries
     ``agent_rewards`` of shape ``(B, n_agents)``.  Per-agent infos get every info
     entry whose second axis is the agent axis.
     """
@@ -697,7 +697,15 @@ class KernelParallelEnv(ParallelEnv):
                 f"actions must name every live agent exactly: missing {missing}, unknown {unknown}"
             )
         joint = np.stack([np.asarray(actions[a]) for a in self.possible_agents])
-        _, reward, terminated, truncated, info = self.kernel.step(joint.reshape(1, *joint.shape))
+        expected = (len(self.possible_agents), *self._act_space.shape)
+        if joint.shape != expected:
+            raise InvalidActionError(
+                f"per-agent actions stack to shape {joint.shape}, expected {expected} "
+                f"({len(self.possible_agents)} agents, action space {self._act_space})"
+            )
+        # The joint action is the agents' actions in order, laid out as the central view's action.
+        joint = joint.reshape(1, *self.kernel.single_action_space.shape)
+        _, reward, terminated, truncated, info = self.kernel.step(joint)
         agent_rewards = info["agent_rewards"][0]
         n = len(self.possible_agents)
         obs = self._agent_obs()

@@ -536,13 +536,6 @@ class ModelCachingKernel(BatchedKernel):
         self.single_agent_action_space = spaces.MultiDiscrete(np.full(M, 3, dtype=np.int64))
         return obs, spaces.MultiDiscrete(np.full(E * M, 3, dtype=np.int64))
 
-    def validate_actions(self, actions) -> np.ndarray:
-        """Also accept per-edge stacked actions ``(B, E, M)`` (the PettingZoo joint action)."""
-        arr = np.asarray(actions)
-        if arr.shape == (self.num_envs, self.num_edges, self.num_models):
-            arr = arr.reshape(self.num_envs, -1)
-        return super().validate_actions(arr)
-
     # -- reset ---------------------------------------------------------------------------
     def _reset_instances(self, idx: np.ndarray) -> None:
         p = self.params
