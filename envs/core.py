@@ -485,7 +485,7 @@ class KernelVectorEnv(VectorEnv):
             idx = np.flatnonzero(done)
             summary = self.kernel.episode_summary(idx)
             final_obs = np.full(self.num_envs, None, dtype=object)
-            for k, i in enumerate(idx):
+            for i in idx:
                 final_obs[i] = obs[i].copy()
             final_info: dict[str, Any] = {}
             for key, value in info.items():
@@ -546,7 +546,7 @@ class KernelSB3VecEnv(SB3VecEnv):
                 obs = self.kernel.reset(seed=int(first))
             else:
                 for i, s in enumerate(seeds):
-                    self.kernel.reset(seed=s, idx=[i]) if s is not None else self.kernel.reset(idx=[i])
+                    self.kernel.reset(seed=s, idx=[i])
                 obs = self.kernel.observe()
         self._reset_seeds()
         self._reset_options()

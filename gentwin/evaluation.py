@@ -87,9 +87,7 @@ def evaluate_policy(
     state = None
     episode_start = np.ones(n, dtype=bool)
     while any(s is None for s in summaries):
-        kwargs = {"action_masks": venv.env_method("action_masks")} if masks else {}
-        if masks:
-            kwargs["action_masks"] = np.stack(kwargs["action_masks"])
+        kwargs = {"action_masks": np.stack(venv.env_method("action_masks"))} if masks else {}
         actions, state = policy.predict(
             obs, state=state, episode_start=episode_start, deterministic=deterministic, **kwargs
         )
