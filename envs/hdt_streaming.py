@@ -19,7 +19,7 @@ budget and a per-user QoE threshold, to maximise the total QoE (seed 001,
 lines 152-158).
 
 The paper only states proportionalities ("the resolution ratio and diffusion
-step are proportional to the bitrate and similarity", line 160) and that QoE is
+step are proportional to the bitrate and similarity", line 165) and that QoE is
 "the linear combination of the bitrate of VR video and the similarity" (line
 156).  Every formula below is therefore our choice; each one is a documented
 parameter (defaults in brackets):
@@ -93,7 +93,7 @@ index               meaning
 ``QoE_max = qoe_weight_bitrate * resolution_max * bitrate_max_mbps +
 qoe_weight_similarity * similarity_max``.  Empty slots observe zeros.  This is
 the paper's state: "the status of bandwidth resource, computation resource and
-users' QoE thresholds" (line 166), plus what the thresholds depend on.
+users' QoE thresholds" (line 169), plus what the thresholds depend on.
 
 Rewards
 -------

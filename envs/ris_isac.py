@@ -5,11 +5,11 @@ section V-B "Reconfigurable intelligent surfaces" (``sed -n 488,552p
 ../shared/seeds/004_d159756bebbde3aa.txt``) and section V-C "Integrated sensing
 and communication" (``sed -n 554,595p`` of the same file).  The survey has no
 formal model; it describes the loop: a digital twin mirrors the radio
-environment (CSI, user mobility) and "reduces the overhead of frequent DT
-updates" (line 519), a decision layer chooses "phase shifts, beamforming
-vectors" (line 524) and is rewarded by throughput, while ISAC "jointly designs
+environment (CSI, user mobility) and "reduces the overhead of frequency DT
+updates" [sic] (line 523), a decision layer chooses "phase shifts, beamforming
+vectors" (line 533) and is rewarded by throughput, while ISAC "jointly designs
 the communication and sensing" (line 556) and DTs "optimize joint communication
-and sensing beamforming designs" (line 566).  The system model below is the
+and sensing beamforming designs" (lines 579-581).  The system model below is the
 standard RIS-aided multi-user MISO downlink with a dedicated radar stream, the
 setting of Huang et al. (IEEE JSAC 2020, DDPG for joint beamforming and phase
 shifts), completed with sensing, a power-feasible action map and the twin.
