@@ -1,4 +1,4 @@
-"""Baselines of ASP selection (seed 002 paper 1 section V-B, lines 655-661).
+"""Baselines of ASP selection (seed 002 paper 1 section V-B, lines 651-661).
 
 The survey lists four comparison policies; all act on the observation only.
 The upper bound additionally knows the hidden quality curves (it rebuilds the

@@ -138,7 +138,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="hdt_streaming",
             env_id="gentwin/HdtStreaming-v0",
-            source="seed 001 section IV-B, Fig. 4 (sed -n 148,180p)",
+            source="seed 001 section IV-B, Fig. 4 (sed -n 167,178p)",
             claim="CODI (conditional diffusion actor-critic) reaches a higher total QoE than SAC, which "
                   "stabilises faster and higher than PPO; figures only, no numbers.",
             algos=("codi=diffusion", "sac", "ppo"),
@@ -146,7 +146,7 @@ SCENARIOS: dict[str, Scenario] = {
                               "ppo": {"n_steps": 256}},
             full=Budget(timesteps=200_000, seeds=(0, 1, 2, 3, 4), eval_freq=20_000, eval_episodes=8),
             quick=Budget(timesteps=10_000, seeds=(0, 1), eval_freq=5_000, eval_episodes=4),
-            notes="QoE = bitrate term + similarity term per user (seed 001 line 163); see docs/hdt_streaming.md.",
+            notes="QoE = bitrate term + similarity term per user (seed 001 line 156); see docs/hdt_streaming.md.",
         ),
     )
 }

@@ -5,7 +5,7 @@
 Source: seed 002, paper 2, Xu et al., "Sparks of GPTs in edge intelligence for
 Metaverse: caching and inference for mobile AIGC services"
 (``sed -n 1605,1867p ../shared/seeds/002_0c06d0e91042d4e2.txt``): section III
-(framework, lines 1676-1718: caching configuration, passive/active eviction,
+(framework, lines 1673-1727: caching configuration, passive/active eviction,
 edge-cloud collaboration, model-miss handling), Table I (lines 1744-1770: the
 PFM catalogue), section V (lines 1777-1812: serving model, Fig. 4 accuracy
 curve, Age of Context, Least Context, Table II system cost).  The
