@@ -1,6 +1,6 @@
 """Total QoE of RL agents vs. the relaxation bound on HdtStreaming-v0 (seed 001, Fig. 4).
 
-Seed 001 section IV (lines 165-178) trains a conditional diffusion actor-critic
+Seed 001 section IV-B (lines 167-178) trains a conditional diffusion actor-critic
 (CODI) against SAC and PPO and plots the reward during training (Fig. 4 a) and
 the total QoE against the number of users (Fig. 4 b), without an optimum.  This
 benchmark trains the diffusion actor-critic in the CODI configuration (diffusion
