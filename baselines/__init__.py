@@ -1,9 +1,28 @@
 """Baseline policies of every environment family (``predict(obs)`` like an SB3 model).
 
 ``get_baselines(env_id)`` returns the family's baselines by name and
-``upper_bound_name(env_id)`` the name of its upper bound or exact optimum.
+``get_bound(env_id)`` its evaluation reference (:class:`Bound`: an exact
+optimum or a certified upper bound per episode, or None).
 """
 
-from gentwin.baselines.base import Baseline, get_baselines, kernel_of, upper_bound_name
+from gentwin.baselines.base import (
+    BOUND_KINDS,
+    CERTIFIED_UPPER_BOUND,
+    EXACT_OPTIMUM,
+    Baseline,
+    Bound,
+    get_baselines,
+    get_bound,
+    kernel_of,
+)
 
-__all__ = ["Baseline", "get_baselines", "kernel_of", "upper_bound_name"]
+__all__ = [
+    "BOUND_KINDS",
+    "CERTIFIED_UPPER_BOUND",
+    "EXACT_OPTIMUM",
+    "Baseline",
+    "Bound",
+    "get_baselines",
+    "get_bound",
+    "kernel_of",
+]

@@ -28,7 +28,7 @@ import functools
 
 import numpy as np
 
-from gentwin.baselines.base import Baseline
+from gentwin.baselines.base import EXACT_OPTIMUM, Baseline, Bound
 from gentwin.envs import contract_design as cd
 
 #: Seed of the states used to calibrate the linear price (never an evaluation seed).
@@ -140,4 +140,15 @@ class AverageTypeContract(_ContractBaseline):
 
 
 BASELINES = {cls.name: cls for cls in (OptimalContract, LinearPrice, AverageTypeContract)}
-UPPER_BOUND = "optimal"
+#: The evaluation reference of "share of bound", one-period presets only: the exact
+#: optimal menu's utility of the episode's one state (no infeasible menu earns more,
+#: see the Rewards section of gentwin.envs.contract_design).  Multi-period episodes
+#: get none: the per-period optimum can be negative (down to -U_min per provider), so
+#: a policy that drives providers away may beat the sum of per-period optima.
+BOUND = Bound(
+    name="optimal_contract",
+    kind=EXACT_OPTIMUM,
+    value=lambda kernel: kernel.optimal_utility.copy(),
+    description="principal utility of the exact optimal IR/IC menu of the episode's state",
+    applies=lambda params: params.periods_per_episode == 1,
+)

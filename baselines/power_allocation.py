@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gentwin.baselines.base import Baseline
-from gentwin.envs.power_allocation import water_filling
+from gentwin.baselines.base import EXACT_OPTIMUM, Baseline, Bound
+from gentwin.envs.power_allocation import sum_rate, water_filling
 
 
 class WaterFillingPolicy(Baseline):
@@ -56,4 +56,16 @@ class RandomPolicy(Baseline):
 BASELINES = {
     cls.name: cls for cls in (RandomPolicy, BestChannelPolicy, EqualSplitPolicy, WaterFillingPolicy)
 }
-UPPER_BOUND = "water_filling"
+def _water_filling_sum_rate(kernel) -> np.ndarray:
+    """The optimal sum rate of each episode's gains (float64, as the reward is computed)."""
+    p = kernel.params
+    return sum_rate(kernel.gains, water_filling(kernel.gains, p.total_power_w, p.noise_power_w), p.noise_power_w)
+
+
+#: The evaluation reference of "share of bound": water-filling is the optimum of a concave problem.
+BOUND = Bound(
+    name="water_filling",
+    kind=EXACT_OPTIMUM,
+    value=_water_filling_sum_rate,
+    description="water-filling sum rate of the episode's gains, the optimum of the concave sum-rate problem",
+)

@@ -7,7 +7,7 @@ the baselines.  Goal: diffusion >= 99 % of water-filling.
 
 Part ``asp`` -- AspSelection-v0 (``reference`` preset): diffusion (D2SAC), the
 MLP-actor ablation (discrete SAC), PPO, DQN and MaskablePPO, as a share of the
-upper-bound return, next to the baselines.  Goal: diffusion >= 95 % of the upper bound.
+family's bound (``BOUND``, evaluated on the same held-out episodes), next to the baselines.
 
 Every agent gets the same number of environment steps per seed and is evaluated
 deterministically on held-out seeds (``gentwin.evaluation``).  Results are printed
@@ -29,9 +29,9 @@ import torch as th
 
 import gentwin  # noqa: F401
 from gentwin.agents import get_algorithm
-from gentwin.baselines.base import get_baselines, upper_bound_name
+from gentwin.baselines.base import get_baselines
 from gentwin.envs import make_sb3_vec_env
-from gentwin.evaluation import evaluate_policy
+from gentwin.evaluation import evaluate_bound, evaluate_policy
 
 POWER = "gentwin/PowerAllocation-v0"
 ASP = "gentwin/AspSelection-v0"
@@ -83,18 +83,23 @@ def baseline_rows(env_id, eval_episodes):
         result = evaluate_policy(cls(venv, seed=0), env_id, n_episodes=eval_episodes, env_kwargs=env_kwargs)
         rows.append({"env": env_id, "agent": f"baseline:{name}", "seed": None,
                      **{k: float(v) for k, v in result.summary().items()}})
+    bound = evaluate_bound(env_id, eval_episodes, env_kwargs=env_kwargs)
+    if bound is not None:
+        rows.append({"env": env_id, "agent": f"bound:{bound.name}", "seed": None, "return": bound.mean(),
+                     "kind": bound.kind})
     return rows
 
 
 def report(rows, env_id):
     metric = METRIC[env_id]
-    ub_name = f"baseline:{upper_bound_name(env_id)}"
-    ub = np.mean([r[metric] for r in rows if r["env"] == env_id and r["agent"] == ub_name])
+    bounds = [r for r in rows if r["env"] == env_id and r["agent"].startswith("bound:")]
+    ub = bounds[0]["return"] if bounds else float("nan")
     agents = []
     for r in rows:
-        if r["env"] == env_id and r["agent"] not in agents:
+        if r["env"] == env_id and r["agent"] not in agents and metric in r:
             agents.append(r["agent"])
-    share = "share of water-filling sum rate" if env_id == POWER else "share of upper-bound return"
+    share = ("share of water-filling sum rate" if env_id == POWER else
+             f"share of {bounds[0]['agent'][6:]} ({bounds[0]['kind']})" if bounds else "no bound: share n/a")
     print(f"\n{env_id} ({ENV_KWARGS[env_id]['params']}): {share}, mean +- std over seeds")
     extra = "crash_rate" if env_id == ASP else "sum_rate"
     print(f"{'agent':28s} {'seeds':>5s} {'steps':>7s} {metric:>10s} {'share':>16s} {extra:>12s}")

@@ -73,7 +73,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ["policy", "mean_return", "std_return", "crash_rate", "share_of_upper_bound"]
+    columns = ["policy", "mean_return", "std_return", "crash_rate", "share_of_bound"]
     columns = [c for c in columns if any(c in r for r in rows)]
     for c in columns:
         table.add_column(c.replace("_", " "), justify="left" if c == "policy" else "right")
@@ -84,6 +84,14 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         table.add_row(*cells)
     Console(width=120).print(table)
+
+
+def print_bound(bound: Any) -> None:
+    """One line naming the reference of the share column (or saying there is none)."""
+    if bound is None:
+        print("share of bound: none (no exact optimum or certified upper bound for this environment)")
+    else:
+        print(f"share of bound = mean return / mean {bound.name} ({bound.kind}) over the same episodes")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -97,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"interrupted: saved the model trained so far to {result.model_path}")
     print_table(result.table_rows(),
                 f"{config.env_id}: {config.algo} vs baselines, {config.eval_episodes} held-out episodes")
+    print_bound(result.bound)
     print(f"model: {result.model_path}\nTensorBoard: tensorboard --logdir {config.log_root}")
     return 0
 
@@ -109,9 +118,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          baselines="all" if args.baselines else [])
     model = load_model(args.algo, args.model, device=args.device)
     results = {args.algo: evaluate(model, config)}
-    baselines, upper = evaluate_baselines(config)
+    baselines, bound = evaluate_baselines(config)
     results.update(baselines)
-    print_table(comparison_rows(results, upper), f"{args.env}: {args.model}")
+    print_table(comparison_rows(results, bound), f"{args.env}: {args.model}")
+    print_bound(bound)
     return 0
 
 

@@ -25,9 +25,12 @@ half-width of the two-sided 95 % Student-t interval over seeds
 not learn: with the same evaluation seeds every training seed reproduces the
 same baseline episodes, so their interval is taken over the evaluation
 episodes instead (if different training seeds did give different baseline
-numbers, over seeds).  The column ``n`` says which.  The share of the upper
-bound (or exact optimum) is ``mean return / mean return of the bound``; for
-cost-type returns (negative) a share above 1 means a higher cost than the bound.
+numbers, over seeds).  The column ``n`` says which.  The share of the bound
+is ``mean return / mean bound``, where the bound is the family's ``BOUND`` (an
+exact optimum or a certified upper bound per episode, see
+:mod:`gentwin.baselines.base`) evaluated on the same held-out episodes and
+stored in ``eval.json``; families without one get no share.  For cost-type
+returns (negative) a share above 1 means a higher cost than the bound.
 
 Resuming
 --------
@@ -59,7 +62,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
-from gentwin.evaluation import EvalResult
+from gentwin.evaluation import BoundResult, EvalResult
 from gentwin.training import TrainConfig, env_dirname, train
 
 __all__ = [
@@ -105,7 +108,8 @@ class RunRecord:
     run_dir: Path
     agent: EvalResult
     baselines: dict[str, EvalResult]
-    upper_bound: str | None
+    #: the family's bound on the evaluation episodes (None: none, or a run from before bounds)
+    bound: BoundResult | None
     curve_steps: np.ndarray
     curve_returns: np.ndarray
     wall_time_s: float = 0.0
@@ -241,7 +245,7 @@ def load_record(config: TrainConfig, label: str | None = None) -> RunRecord:
         run_dir=run_dir,
         agent=EvalResult(episodes=list(payload["agent"])),
         baselines={k: EvalResult(episodes=list(v)) for k, v in (payload.get("baselines") or {}).items()},
-        upper_bound=payload.get("upper_bound"),
+        bound=BoundResult.from_json(payload.get("bound")),
         curve_steps=steps,
         curve_returns=returns,
         wall_time_s=float(payload.get("wall_time_s", 0.0)),
@@ -355,16 +359,17 @@ def summarise(records: Sequence[RunRecord]) -> tuple[list[PolicySummary], list[s
     return summaries, metrics
 
 
-def _bound_return(summaries: Sequence[PolicySummary], upper_bound: str | None) -> float | None:
-    for s in summaries:
-        if s.kind == "baseline" and s.name == upper_bound:
-            return s.stats["return"].mean
-    return None
+def records_bound(records: Sequence[RunRecord]) -> BoundResult | None:
+    """The bound of ``records`` (the first record that has one; all share the evaluation episodes)."""
+    return next((r.bound for r in records if r.bound is not None), None)
 
 
-def _attach_shares(summaries: Sequence[PolicySummary], upper_bound: str | None) -> float | None:
-    ub = _bound_return(summaries, upper_bound)
-    if ub is None or ub == 0:
+def _attach_shares(summaries: Sequence[PolicySummary], bound: BoundResult | None) -> float | None:
+    """Set every summary's share of ``bound`` (mean return / mean bound); returns the mean bound."""
+    if bound is None:
+        return None
+    ub = bound.mean()
+    if ub == 0 or not np.isfinite(ub):
         return None
     for s in summaries:
         if s.kind == "agent":
@@ -516,22 +521,22 @@ def _config_lines(records: Sequence[RunRecord]) -> list[str]:
 
 
 def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunRecord], command: str,
-                 upper_bound: str | None = None) -> Path:
+                 bound: BoundResult | None = None) -> Path:
     """Write ``report.md``, ``summary.json`` and the two PNG plots into ``out_dir``.
 
     ``records`` are finished runs (:func:`load_record`), grouped by
     ``record.name``; the baselines are read from their ``eval.json``
-    ``baselines`` entries.  ``upper_bound`` names the baseline used for the
-    share column (``None``: the records' own ``upper_bound``, if any).
+    ``baselines`` entries.  ``bound`` is the reference of the share column
+    (``None``: the records' own bound, if any).
     ``command`` is printed verbatim.  Returns the path of ``report.md``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
     summaries, metrics = summarise(records)
-    if upper_bound is None:
-        upper_bound = next((r.upper_bound for r in records if r.upper_bound), None)
-    ub = _attach_shares(summaries, upper_bound)
+    if bound is None:
+        bound = records_bound(records)
+    ub = _attach_shares(summaries, bound)
     curves_png = plot_learning_curves(out_dir / "learning_curves.png", env_id, records, summaries)
     bars_png = plot_final_performance(out_dir / "final_performance.png", env_id, summaries)
     versions = package_versions()
@@ -546,7 +551,13 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
           "do not train; they are evaluated on the same held-out episodes, and their interval is over "
           "those episodes (column *n over*).", ""]
     if ub is not None:
-        L += [f"Share of the upper bound = mean return / mean return of `{upper_bound}` ({ub:.6g}).", ""]
+        values = np.asarray(bound.values)
+        L += [f"Bound: `{bound.name}`, {bound.kind}"
+              + (f" ({bound.description})" if bound.description else "") + ".", "",
+              f"Share of bound = mean return / mean bound over the same {len(values)} held-out episodes "
+              f"(mean bound {ub:.6g}, per episode {values.min():.6g} .. {values.max():.6g}).", ""]
+    else:
+        L += ["No share of a bound: this environment has no exact optimum or certified upper bound.", ""]
     L += ["## Final performance", ""]
     L += ["| policy | kind | return | share of bound | n over |", "|---|---|---|---|---|"]
     for s in summaries:
@@ -583,8 +594,8 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
     summary = {
         "env_id": env_id,
         "command": command,
-        "upper_bound": upper_bound,
-        "upper_bound_return": ub,
+        "bound": bound.to_json() if bound is not None else None,
+        "bound_mean": ub,
         "versions": versions,
         "policies": [
             {
@@ -887,8 +898,9 @@ def print_summary(records: Sequence[RunRecord], title: str) -> None:
     from rich.table import Table
 
     summaries, metrics = summarise(records)
-    ub = _attach_shares(summaries, next((r.upper_bound for r in records if r.upper_bound), None))
-    table = Table(title=title)
+    ub = _attach_shares(summaries, records_bound(records))
+    # min_width: a narrow table (no share column) must not wrap its title
+    table = Table(title=title, min_width=min(len(title), 116) + 4)
     for col in ("policy", "kind", "return (95% CI)", *(["crash rate"] if "crash_rate" in metrics else []),
                 *(["share of bound"] if ub is not None else [])):
         table.add_column(col, justify="left" if col in ("policy", "kind") else "right")

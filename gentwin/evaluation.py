@@ -5,6 +5,12 @@ kernel, on held-out seeds, and returns per-episode summaries (return plus the
 family's domain metrics).  Agents (SB3 models) and baselines (``predict``) go
 through the same code, so their numbers are directly comparable.
 
+``evaluate_bound`` evaluates a family's yardstick (its ``BOUND``: an exact
+optimum or a certified upper bound per episode, see
+:mod:`gentwin.baselines.base`) on exactly the same held-out episodes, and
+:func:`share_of_bound` divides: ``share = mean return / mean bound`` over those
+episodes.
+
 Seeds: instance ``i`` is seeded ``seed + i``.  Training uses small seeds
 (``--seed S`` -> instances ``S .. S+B-1``); evaluation defaults to
 ``EVAL_SEED = 1_000_000`` so evaluation episodes are never training episodes.
@@ -100,3 +106,82 @@ def evaluate_policy(
                 ep.setdefault("length", int(ep["l"]))
                 summaries[i] = {k: v for k, v in ep.items() if np.ndim(v) == 0}
     return EvalResult(episodes=[s for s in summaries if s is not None][:n_episodes])
+
+
+@dataclass
+class BoundResult:
+    """A bound's value on each held-out episode (episode ``i``: seed ``seed + i``)."""
+
+    name: str
+    kind: str
+    values: list[float]
+    description: str = ""
+
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def label(self) -> str:
+        """``name (kind)`` for report headers."""
+        return f"{self.name} ({self.kind})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "values": [float(v) for v in self.values]}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any] | None) -> "BoundResult | None":
+        if not payload:
+            return None
+        return cls(payload["name"], payload["kind"], [float(v) for v in payload["values"]],
+                   payload.get("description", ""))
+
+
+def share_of_bound(mean_return: float, bound: "BoundResult | float | None") -> float | None:
+    """``mean return / mean bound`` (None without a bound or when the bound's mean is 0)."""
+    if bound is None:
+        return None
+    ub = bound.mean() if isinstance(bound, BoundResult) else float(bound)
+    if ub == 0 or not np.isfinite(ub):
+        return None
+    return float(mean_return / ub)
+
+
+def evaluate_bound(
+    env_id: str,
+    n_episodes: int = 8,
+    seed: int = EVAL_SEED,
+    env_kwargs: dict | None = None,
+    bound: Any = "declared",
+) -> BoundResult | None:
+    """The family's ``BOUND`` on the held-out episodes ``seed .. seed + n_episodes - 1``.
+
+    The evaluation kernel is built and reset exactly as in :func:`evaluate_policy`
+    (same params, instance ``i`` seeded ``seed + i``), so value ``i`` belongs to
+    the episode every policy plays as its episode ``i``.  ``bound``: a
+    :class:`gentwin.baselines.base.Bound`, or ``"declared"`` for the family's own.
+    Returns None when the family declares none or it does not apply to the params.
+    """
+    from gentwin.baselines.base import get_baselines, get_bound, kernel_of
+
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes = {n_episodes!r} is invalid: must be >= 1")
+    venv = make_sb3_vec_env(env_id, num_envs=n_episodes, **(env_kwargs or {}))
+    try:
+        kernel = kernel_of(venv)
+        if isinstance(bound, str) and bound == "declared":
+            bound = get_bound(env_id, kernel.params)
+        if bound is None or not bound.applies_to(kernel.params):
+            return None
+        if bound.value is not None:
+            venv.seed(seed)
+            venv.reset()
+            values = np.asarray(bound.value(kernel), dtype=np.float64).reshape(-1)
+            if values.shape != (n_episodes,):
+                raise ValueError(f"bound {bound.name!r} returned shape {values.shape}, expected ({n_episodes},)")
+        else:
+            policy = get_baselines(env_id)[bound.policy](venv, seed=seed)
+            values = evaluate_policy(policy, env_id, n_episodes, seed=seed, venv=venv).metric(bound.metric)
+    finally:
+        venv.close()
+    return BoundResult(bound.name, bound.kind, [float(v) for v in values], bound.description)

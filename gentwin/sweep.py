@@ -7,7 +7,7 @@
 Every (algorithm, seed, preset, hyperparameter configuration) is one Ray Tune
 trial: a function trainable that calls :func:`gentwin.training.train` on its
 :class:`~gentwin.training.TrainConfig` and reports the final evaluation
-(``mean_return``, ``std_return``, every domain metric, ``share_of_upper_bound``)
+(``mean_return``, ``std_return``, every domain metric, ``share_of_bound``)
 to Tune.  Each trial reserves ``--cpus-per-trial`` CPUs (and sets torch to as
 many threads) and ``--gpus-per-trial`` GPUs; Tune runs as many trials at once
 as the cluster's resources allow.
@@ -267,16 +267,18 @@ def trial_name(trial: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
-def _eval_metrics(agent: Any, baselines: dict, upper_bound: str | None) -> dict[str, float]:
+def _eval_metrics(agent: Any, bound: Any) -> dict[str, float]:
+    """What a trial reports: its final evaluation, and its share of the family's bound (if any)."""
+    from gentwin.evaluation import share_of_bound
+
     ret = agent.metric("return")
     metrics = {"mean_return": float(ret.mean()), "std_return": float(ret.std())}
     for key in agent.metrics:
         if key not in ("return", "r", "l", "t"):
             metrics[key] = agent.mean(key)
-    if upper_bound and upper_bound in baselines:
-        ub = baselines[upper_bound].mean("return")
-        if ub:
-            metrics["share_of_upper_bound"] = float(ret.mean() / ub)
+    share = share_of_bound(float(ret.mean()), bound)
+    if share is not None:
+        metrics["share_of_bound"] = share
     return metrics
 
 
@@ -309,12 +311,12 @@ def run_trial(params: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
     resumed = is_finished(config, hyperparams_file)
     if resumed:
         record = load_record(config)
-        metrics = _eval_metrics(record.agent, record.baselines, record.upper_bound)
+        metrics = _eval_metrics(record.agent, record.bound)
     else:
         result = train(config, hyperparams_file=hyperparams_file)
         if result.interrupted:
             raise RuntimeError(f"training of {config.run_dir} was interrupted")
-        metrics = _eval_metrics(result.agent, result.baselines, result.upper_bound)
+        metrics = _eval_metrics(result.agent, result.bound)
     context = ray.get_runtime_context()
     tune.report({
         **metrics,

@@ -34,7 +34,7 @@ import yaml
 import gentwin  # noqa: F401  (registers the environments)
 from gentwin.agents.registry import algorithm_supports, get_algorithm
 from gentwin.envs import PARALLEL_ENVIRONMENTS, make_parallel, make_sb3_vec_env
-from gentwin.evaluation import EVAL_SEED, EvalResult, evaluate_policy
+from gentwin.evaluation import EVAL_SEED, BoundResult, EvalResult, evaluate_bound, evaluate_policy, share_of_bound
 
 HYPERPARAMS_DIR = Path(__file__).with_name("hyperparams")
 #: keys of an RL-Zoo hyperparameter entry that configure the run, not the algorithm
@@ -85,13 +85,14 @@ class TrainResult:
     run_dir: Path
     agent: EvalResult
     baselines: dict[str, EvalResult]
-    upper_bound: str | None
+    #: the family's bound on the evaluation episodes (None: it has none)
+    bound: BoundResult | None
     interrupted: bool = False
     wall_time_s: float = 0.0
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """Rows of the agent-vs-baselines table (mean return, crash rate, share of upper bound)."""
-        return comparison_rows({self.config.algo: self.agent, **self.baselines}, self.upper_bound)
+        """Rows of the agent-vs-baselines table (mean return, crash rate, share of the bound)."""
+        return comparison_rows({self.config.algo: self.agent, **self.baselines}, self.bound)
 
 
 def env_dirname(env_id: str) -> str:
@@ -225,11 +226,21 @@ def evaluate(policy: Any, config: TrainConfig) -> EvalResult:
         venv.close()
 
 
-def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], str | None]:
-    """Every requested baseline of the environment on the evaluation seeds."""
-    if is_parallel_env(config.env_id) or not config.baselines:
+def evaluate_reference(config: TrainConfig) -> BoundResult | None:
+    """The family's bound (exact optimum / certified upper bound) on the evaluation episodes."""
+    if is_parallel_env(config.env_id):
+        return None
+    return evaluate_bound(config.env_id, config.eval_episodes, config.eval_seed, config.env_kwargs)
+
+
+def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], BoundResult | None]:
+    """Every requested baseline, and the family's bound, on the evaluation seeds."""
+    if is_parallel_env(config.env_id):
         return {}, None
-    from gentwin.baselines import get_baselines, upper_bound_name
+    bound = evaluate_reference(config)
+    if not config.baselines:
+        return {}, bound
+    from gentwin.baselines import get_baselines
 
     available = get_baselines(config.env_id)
     names = list(available) if config.baselines == "all" else list(config.baselines)
@@ -243,22 +254,29 @@ def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], str 
         results[name] = evaluate_policy(
             policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
         )
-    upper = upper_bound_name(config.env_id)
-    return results, (upper if upper in results else None)
+    return results, bound
 
 
-def comparison_rows(results: dict[str, EvalResult], upper_bound: str | None) -> list[dict[str, Any]]:
-    """Mean/std return, crash rate (where the env has one) and share of the upper bound."""
-    ub = results[upper_bound].mean("return") if upper_bound else None
+def comparison_rows(results: dict[str, EvalResult], bound: BoundResult | None) -> list[dict[str, Any]]:
+    """Mean/std return, crash rate (where the env has one) and share of the bound.
+
+    ``share_of_bound = mean return / mean bound`` over the same held-out episodes;
+    the bound itself is the last row (policy ``bound: <name>``) when there is one.
+    """
     rows = []
     for name, res in results.items():
         ret = res.metric("return")
         row = {"policy": name, "mean_return": float(ret.mean()), "std_return": float(ret.std())}
         if "crash_rate" in res.metrics:
             row["crash_rate"] = res.mean("crash_rate")
-        if ub is not None and ub != 0:
-            row["share_of_upper_bound"] = float(ret.mean() / ub)
+        share = share_of_bound(float(ret.mean()), bound)
+        if share is not None:
+            row["share_of_bound"] = share
         rows.append(row)
+    if bound is not None:
+        values = np.asarray(bound.values)
+        rows.append({"policy": f"bound: {bound.name}", "mean_return": float(values.mean()),
+                     "std_return": float(values.std()), "share_of_bound": 1.0, "kind": bound.kind})
     return rows
 
 
@@ -294,10 +312,10 @@ def _callbacks():
     class PeriodicEvalCallback(BaseCallback):
         """Evaluate on held-out seeds every ``eval_freq`` environment steps."""
 
-        def __init__(self, config: TrainConfig, upper_bound_return: float | None):
+        def __init__(self, config: TrainConfig, bound_return: float | None):
             super().__init__()
             self.config = config
-            self.upper_bound_return = upper_bound_return
+            self.bound_return = bound_return
             self._next = config.eval_freq
 
         def _on_step(self) -> bool:
@@ -307,23 +325,27 @@ def _callbacks():
             return True
 
         def evaluate_now(self) -> EvalResult:
-            return evaluate_and_record(self.model, self.config, self.upper_bound_return)
+            return evaluate_and_record(self.model, self.config, self.bound_return)
 
     return EpisodeMetricsCallback, PeriodicEvalCallback
 
 
-def evaluate_and_record(model: Any, config: TrainConfig, upper_bound_return: float | None) -> EvalResult:
+def evaluate_and_record(model: Any, config: TrainConfig, bound_return: float | None) -> EvalResult:
     """Evaluate ``model`` and write the result to its logger at its current step."""
     result = evaluate(model, config)
-    record_eval(model.logger, result, upper_bound_return)
+    record_eval(model.logger, result, bound_return)
     # SB3's CSV writer drops the step argument: keep it as a column for learning curves.
     model.logger.record("time/total_timesteps", model.num_timesteps)
     model.logger.dump(model.num_timesteps)
     return result
 
 
-def record_eval(logger: Any, result: EvalResult, upper_bound_return: float | None) -> None:
-    """Record an evaluation under the tags shared by agents and baselines."""
+def record_eval(logger: Any, result: EvalResult, bound_return: float | None) -> None:
+    """Record an evaluation under the tags shared by agents and baselines.
+
+    ``eval/share_of_bound`` = mean return / ``bound_return`` (the bound's mean over
+    the same held-out episodes), written only where the family has a bound.
+    """
     ret = result.metric("return")
     logger.record("eval/mean_return", float(ret.mean()))
     logger.record("eval/std_return", float(ret.std()))
@@ -331,15 +353,16 @@ def record_eval(logger: Any, result: EvalResult, upper_bound_return: float | Non
         if key not in ("return", "length"):
             logger.record(f"eval/{key}", result.mean(key))
     logger.record("eval/mean_length", result.mean("length"))
-    if upper_bound_return:
-        logger.record("eval/share_of_upper_bound", float(ret.mean() / upper_bound_return))
+    share = share_of_bound(float(ret.mean()), bound_return)
+    if share is not None:
+        logger.record("eval/share_of_bound", share)
 
 
-def log_baselines(config: TrainConfig, results: dict[str, EvalResult], upper: str | None) -> None:
+def log_baselines(config: TrainConfig, results: dict[str, EvalResult], bound: BoundResult | None) -> None:
     """Write each baseline as a constant series (first and last step) under eval/ tags."""
     from stable_baselines3.common.logger import configure
 
-    ub = results[upper].mean("return") if upper else None
+    ub = bound.mean() if bound is not None else None
     for name, res in results.items():
         run_dir = Path(config.log_root) / env_dirname(config.env_id) / f"baseline_{name}" / f"seed{config.seed}"
         # Several runs (algorithms) of one seed share this directory: replace, not append,
@@ -385,10 +408,10 @@ def train(config: TrainConfig, hyperparams_file: str | None = None, callbacks: l
     with open(run_dir / "config.yaml", "w") as f:
         yaml.safe_dump({**dataclasses.asdict(config), "hyperparams_file": hyperparams_file}, f, sort_keys=False)
 
-    baselines, upper = evaluate_baselines(config)
-    ub_return = baselines[upper].mean("return") if upper else None
+    baselines, bound = evaluate_baselines(config)
+    ub_return = bound.mean() if bound is not None else None
     if baselines:
-        log_baselines(config, baselines, upper)
+        log_baselines(config, baselines, bound)
 
     venv = make_train_env(config.env_id, config.n_envs, config.seed, config.env_kwargs)
     model = build_model(config, venv, hyperparams_file)
@@ -415,7 +438,7 @@ def train(config: TrainConfig, hyperparams_file: str | None = None, callbacks: l
         run_dir=run_dir,
         agent=agent,
         baselines=baselines,
-        upper_bound=upper,
+        bound=bound,
         interrupted=interrupted,
         wall_time_s=time.perf_counter() - start,
     )
@@ -431,7 +454,7 @@ def write_eval_json(path: Path, result: TrainResult) -> None:
         "timesteps": result.config.timesteps,
         "interrupted": result.interrupted,
         "wall_time_s": result.wall_time_s,
-        "upper_bound": result.upper_bound,
+        "bound": result.bound.to_json() if result.bound is not None else None,
         "agent": result.agent.episodes,
         "baselines": {k: v.episodes for k, v in result.baselines.items()},
         "table": result.table_rows(),

@@ -13,9 +13,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import gentwin  # noqa: F401
-from gentwin.baselines import get_baselines, upper_bound_name
+from gentwin.baselines import BOUND_KINDS, get_baselines, get_bound
 from gentwin.envs import ENVIRONMENTS, PARALLEL_ENVIRONMENTS, InvalidActionError, make_parallel, make_sb3_vec_env
 from gentwin.envs.core import KernelVectorEnv
+from gentwin.evaluation import evaluate_bound, evaluate_policy
 
 ENV_IDS = [entry[0] for entry in ENVIRONMENTS]
 PARALLEL_IDS = sorted(PARALLEL_ENVIRONMENTS)
@@ -217,8 +218,9 @@ def test_wrong_action_shape_and_bad_params_raise(env_id):
 def test_baselines_follow_the_predict_interface(env_id):
     baselines = get_baselines(env_id)
     assert baselines, f"{env_id} has no baselines"
-    upper = upper_bound_name(env_id)
-    assert upper is None or upper in baselines
+    bound = get_bound(env_id)
+    assert bound is None or bound.kind in BOUND_KINDS
+    assert bound is None or bound.policy is None or bound.policy in baselines
     venv = make_sb3_vec_env(env_id, num_envs=3, seed=0)
     obs = venv.reset()
     for name, cls in baselines.items():
@@ -227,6 +229,20 @@ def test_baselines_follow_the_predict_interface(env_id):
         assert state is None
         assert actions.shape == (3, *venv.action_space.shape), name
         assert all(venv.action_space.contains(np.asarray(a, dtype=venv.action_space.dtype)) for a in actions), name
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_no_baseline_beats_the_declared_bound(env_id):
+    """The share-of-bound reference: on every held-out episode, no baseline returns more than it."""
+    bound = evaluate_bound(env_id, n_episodes=2, seed=321)
+    if bound is None:
+        return  # no exact optimum or certified bound for this id's default params
+    assert len(bound.values) == 2 and np.all(np.isfinite(bound.values))
+    for name, cls in get_baselines(env_id).items():
+        venv = make_sb3_vec_env(env_id, num_envs=2)
+        returns = evaluate_policy(cls(venv, seed=0), env_id, n_episodes=2, seed=321, venv=venv).metric("return")
+        slack = 1e-6 * np.abs(bound.values) + 1e-9
+        assert np.all(returns <= np.asarray(bound.values) + slack), (name, returns, bound.values)
 
 
 @pytest.mark.parametrize("env_id", PARALLEL_IDS)

@@ -29,6 +29,8 @@ from gentwin.compare import (
     t_interval,
     write_report,
 )
+from gentwin.baselines import CERTIFIED_UPPER_BOUND
+from gentwin.evaluation import BoundResult
 from gentwin.training import TrainConfig
 
 ENV = "gentwin/AspSelection-v0"
@@ -118,7 +120,7 @@ def test_outputs_exist_and_plots_are_images(done):
 
 def test_tensorboard_scalars_have_common_tags_and_match_eval_json(done):
     root, _ = done
-    common = {"eval/mean_return", "eval/crash_rate", "eval/utility", "eval/share_of_upper_bound"}
+    common = {"eval/mean_return", "eval/crash_rate", "eval/utility"}
     for config in _configs(root):
         scalars = _scalars(config.run_dir)
         assert common <= set(scalars), sorted(scalars)
@@ -173,15 +175,13 @@ def test_report_numbers_equal_per_run_evaluations(done):
     final = {r[0]: r for r in final_rows}
     assert set(final) == {*ALGOS, *BASELINES}
     ub_eps = _eval_json(_configs(root)[0])["baselines"]["upper_bound"]
-    ub = _mean(ub_eps, "return")
     for algo, values in per_algo.items():
         mean, half = _pm(final[algo][2])
         sem = np.std(values, ddof=1) / math.sqrt(len(values))
         assert mean == pytest.approx(np.mean(values), rel=1e-3)
         assert half == pytest.approx(T975[len(values) - 1] * sem, rel=1e-3)
         assert final[algo][4] == f"{len(SEEDS)} seeds"
-        share, _ = _pm(final[algo][3])
-        assert share == pytest.approx(np.mean(values) / ub, rel=2e-3)
+        assert final[algo][3] == "–"  # AspSelection has no certified bound yet
     # baselines: the same held-out episodes for every seed -> interval over those episodes
     for name in BASELINES:
         episodes = [ep["return"] for ep in ub_eps] if name == "upper_bound" else [
@@ -191,7 +191,7 @@ def test_report_numbers_equal_per_run_evaluations(done):
         assert mean == pytest.approx(np.mean(episodes), rel=1e-3)
         assert half == pytest.approx(T975[len(episodes) - 1] * sem, rel=1e-3, abs=1e-9)
         assert final[name][4] == "3 episodes"
-    assert _pm(final["upper_bound"][3])[0] == pytest.approx(1.0)
+    assert final["upper_bound"][3] == "–"
 
     summary = json.loads((out / "summary.json").read_text())
     policies = {p["name"]: p for p in summary["policies"]}
@@ -208,7 +208,7 @@ def test_record_curve_ends_with_the_final_evaluation(done):
         assert np.all(np.diff(record.curve_steps) > 0)
         assert record.curve_steps[-1] >= TIMESTEPS
         assert record.curve_returns[-1] == pytest.approx(record.agent.mean("return"), rel=1e-12)
-        assert set(record.baselines) == set(BASELINES) and record.upper_bound == "upper_bound"
+        assert set(record.baselines) == set(BASELINES) and record.bound is None
 
 
 def test_rerun_skips_finished_runs(done, capsys):
@@ -254,12 +254,15 @@ def test_write_report_from_records_with_labels(done, tmp_path):
     """The sweep's use: records relabelled, report written from them alone."""
     root, _ = done
     records = [load_record(c, label=f"{c.algo}-trial") for c in _configs(root)]
-    path = write_report(tmp_path / "out", ENV, records, command="sweep command", upper_bound="crash_avoid")
+    reference = records[0].baselines["crash_avoid"].metric("return")
+    bound = BoundResult("test_reference", CERTIFIED_UPPER_BOUND, list(reference), "test only")
+    path = write_report(tmp_path / "out", ENV, records, command="sweep command", bound=bound)
     text = path.read_text()
     assert "| ppo-trial | agent |" in text and "| a2c-trial | agent |" in text
     _, final_rows = _table(text, "| policy | kind |")
     final = {r[0]: r for r in final_rows}
     assert _pm(final["crash_avoid"][3])[0] == pytest.approx(1.0)
+    assert "Bound: `test_reference`, certified upper bound (test only)." in text
     assert "sweep command" in text
     assert (tmp_path / "out" / "learning_curves.png").exists()
 

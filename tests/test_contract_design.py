@@ -11,7 +11,8 @@ from scipy.optimize import minimize
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import gentwin  # noqa: F401  (registers the ids)
-from gentwin.baselines import get_baselines, upper_bound_name
+from gentwin.baselines import EXACT_OPTIMUM, get_baselines, get_bound
+from gentwin.evaluation import evaluate_bound
 from gentwin.envs import InvalidActionError
 from gentwin.envs.contract_design import (
     ContractDesignKernel,
@@ -389,13 +390,16 @@ def test_dynamic_episode_and_users_leave_after_ir_violations():
 # Baselines
 # ---------------------------------------------------------------------------
 def test_baselines_order_and_feasibility():
-    assert upper_bound_name(STATIC) == "optimal"
+    assert get_bound(STATIC).kind == EXACT_OPTIMUM
     baselines = get_baselines(STATIC)
     results = {}
     for name, cls in baselines.items():
         policy = cls(gym.make(STATIC))
         results[name] = evaluate_policy(policy, STATIC, n_episodes=200, seed=777)
     share = {n: r.metric("return").sum() / r.metric("optimal_utility").sum() for n, r in results.items()}
+    # The bound is the optimal utility of exactly the evaluated episodes.
+    bound = evaluate_bound(STATIC, n_episodes=200, seed=777)
+    np.testing.assert_allclose(bound.values, results["optimal"].metric("optimal_utility"), rtol=1e-12)
     assert share["optimal"] == pytest.approx(1.0, rel=1e-6)
     assert results["optimal"].mean("violation_rate") == 0.0
     assert results["linear_price"].mean("violation_rate") == 0.0  # best responses: IC by design

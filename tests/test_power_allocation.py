@@ -12,8 +12,9 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import gentwin  # noqa: F401  (registers the ids)
-from gentwin.baselines.base import get_baselines, upper_bound_name
-from gentwin.baselines.power_allocation import BASELINES, UPPER_BOUND
+from gentwin.baselines.base import EXACT_OPTIMUM, get_baselines, get_bound
+from gentwin.baselines.power_allocation import BASELINES
+from gentwin.evaluation import evaluate_bound
 from gentwin.envs import InvalidActionError, make_sb3_vec_env
 from gentwin.envs.power_allocation import (
     PRESETS,
@@ -179,7 +180,8 @@ def test_expert_action_attains_optimum():
 
 
 def test_baselines_ordering():
-    assert upper_bound_name(ENV_ID) == UPPER_BOUND == "water_filling"
+    bound = get_bound(ENV_ID)
+    assert (bound.name, bound.kind) == ("water_filling", EXACT_OPTIMUM)
     assert set(get_baselines(ENV_ID)) == set(BASELINES)
     venv = make_sb3_vec_env(ENV_ID, num_envs=128)
     ratio = {}
@@ -187,6 +189,10 @@ def test_baselines_ordering():
         result = evaluate_policy(cls(venv, seed=0), ENV_ID, n_episodes=128)
         ratio[name] = result.mean("rate_ratio")
     assert ratio["water_filling"] == pytest.approx(1.0, abs=1e-6)
+    # The bound is the optimal sum rate of exactly the evaluated episodes.
+    optimal = evaluate_bound(ENV_ID, n_episodes=128).values
+    wf = evaluate_policy(BASELINES["water_filling"](venv), ENV_ID, n_episodes=128, venv=venv)
+    np.testing.assert_allclose(wf.metric("optimal_sum_rate"), optimal, rtol=1e-12)
     assert ratio["water_filling"] > ratio["equal_split"] > ratio["random"] > ratio["best_channel"]
 
 
