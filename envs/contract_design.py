@@ -85,7 +85,28 @@ amount is deliverable at ``P <= P_max``); entry ``K + k`` the payment
 ``R_k = R_scale (a_{K+k} + 1) / 2``, with
 ``R_scale = U_min + max(psi_1 E(q_cap), g(q_cap))``, which is at least every
 payment of the optimal menu.  ``q_cap`` and ``R_scale`` depend on the state
-and are functions of the observation.
+and are functions of the observation.  This is ``action_mode="raw"`` (the
+default, the paper's formulation): most of the box is IR/IC infeasible.
+
+``action_mode="feasible"`` keeps the box and the problem (the same menus, the
+same utility) but reads the action as shares ``z = (a + 1) / 2`` in ``[0, 1]``
+so that *every* action is an IR/IC-feasible menu:
+
+* amounts by stick-breaking, ``q_k = q_{k-1} + z_k (q_cap - q_{k-1})``
+  (``q_0 = 0``), hence ``0 <= q_1 <= .. <= q_K <= q_cap``;
+* type 1's payment binding-or-above IR,
+  ``R_1 = b + z_{K+1} (R_scale - b)`` with ``b = U_min + psi_1 E(q_1)``;
+* each payment step inside the band of the two adjacent IC constraints,
+  ``R_{k+1} - R_k = psi_{k+1} dE_k + z_{K+k+1} (psi_k - psi_{k+1}) dE_k`` with
+  ``dE_k = E(q_{k+1}) - E(q_k) >= 0``: the lower end keeps type ``k+1`` from
+  taking item ``k``, the upper end keeps type ``k`` from taking item ``k+1``.
+
+Monotone amounts with the adjacent IC constraints give every IC constraint
+(single crossing: ``psi_k`` decreases in ``k``), and IR of type 1 with IC gives
+IR of every type, so the menu is feasible for every action.  Every feasible menu
+with ``R_1 <= R_scale`` has an action (``menu_to_action`` inverts the map), the
+exact optimum included: its shares are those of its amounts and ``0`` for every
+payment (IR of type 1 and downward IC bind).
 
 Observation Space
 -----------------
@@ -118,6 +139,32 @@ with ``V`` the total violation ``sum_k IR deficit_k + sum_{k != j} IC deficit_kj
 (utility units per provider).  Because ``penalty_base > utility_threshold`` and
 any optimum is at least ``-N U_min`` (serve nobody), no infeasible menu earns
 more than the optimal contract: the exact optimum is the reward maximiser.
+This is ``penalty="cliff"`` (the default): a step of at least ``N penalty_base``
+at the feasible boundary and, for menus far outside, rewards tens of times the
+optimum below zero.
+
+``penalty="smooth"`` gives every menu the reward ::
+
+    min(U_principal, U*) - N penalty_weight V
+
+with ``U*`` the exact optimal utility of the state.  For feasible menus this
+is ``U_principal`` (they have ``U_principal <= U*``, so the cap is inactive);
+it is continuous where the violation vanishes (up to the step of
+``N penalty_weight violation_tolerance`` at the tolerance) and falls linearly
+with the violation.  No menu earns more than ``U*`` (not even one that the
+tolerance lets pass with ``U_principal`` a hair above ``U*``), every infeasible
+one earns at most ``U* - N penalty_weight V < U*``, so the exact optimum is the
+reward maximiser for any ``penalty_weight > 0``.
+
+``reward_scale`` divides the reward (either penalty) by a positive number that
+depends on the state only, never on the action, so in every state the order of
+the menus, and the exact optimum as the maximiser, are unchanged:
+``"none"`` (default, utility units), ``"per_user"`` (divided by ``N``: utility
+per provider, about 5 at the optimum) or ``"optimum"`` (divided by
+``max(U*, N U_min)``: the optimum earns 1 in every state where ``U* >= N U_min``,
+over 99% of default states; needs ``U_min > 0``).  In the multi-period variant
+the divisor weights the periods differently, so only the per-period statement
+holds there.  ``info["unscaled_reward"]`` is the reward before the division.
 
 Starting State
 --------------
@@ -148,6 +195,18 @@ Arguments
 keyword arguments override fields (``num_types=3``).  Presets: ``default``
 (Nakagami ``m`` in 1..4), ``rayleigh`` (``m = 1``), ``dynamic``.
 
+Options that make the problem learnable without changing it (see Action Space
+and Rewards), e.g. ``gym.make(id, action_mode="feasible", reward_scale="optimum")``:
+
+=================  ==============================  ====================================
+field              values (default first)          what it changes
+=================  ==============================  ====================================
+``action_mode``    ``"raw"``, ``"feasible"``       how an action becomes a menu
+``penalty``        ``"cliff"``, ``"smooth"``       the reward of infeasible menus
+``reward_scale``   ``"none"``, ``"per_user"``,     positive per-state divisor of the
+                   ``"optimum"``                   reward
+=================  ==============================  ====================================
+
 Info
 ----
 Per step: ``utility`` (principal utility of the menu), ``optimal_utility``
@@ -155,9 +214,12 @@ Per step: ``utility`` (principal utility of the menu), ``optimal_utility``
 ``ir_violation`` (K,), ``ic_violation`` (K, K) (``[k, j]``: how much type ``k``
 prefers item ``j`` over its own), ``total_violation``, ``provider_utility`` (K,),
 ``users``, ``capacity_kbit`` (``q_cap``), ``expert_action`` (the optimal menu of
-the state as an action, for agents that learn from an expert database).  At episode end ``episode_summary``:
-``return``, ``length``, ``utility``, ``optimal_utility`` (sums over periods),
-``share_of_optimal`` (return / optimal utility), ``violation_rate`` (share of
+the state as an action in the selected ``action_mode``, for agents that learn
+from an expert database), ``unscaled_reward`` (the reward before
+``reward_scale``).  At episode end ``episode_summary``:
+``return``, ``length``, ``utility``, ``unscaled_return``, ``optimal_utility``
+(sums over periods), ``share_of_optimal`` (unscaled return / optimal utility,
+so comparable across ``reward_scale``), ``violation_rate`` (share of
 infeasible periods), ``users_lost``.
 
 Version History
@@ -177,6 +239,7 @@ from gentwin.envs.core import (
     BatchedKernel,
     KernelEnv,
     KernelVectorEnv,
+    check_choice,
     check_field,
 )
 
@@ -193,6 +256,12 @@ __all__ = [
     "semantic_energy_mj",
     "semantic_valuation",
 ]
+
+
+#: Values of the options that make the problem learnable (see the module docstring).
+ACTION_MODES = ("raw", "feasible")
+PENALTIES = ("cliff", "smooth")
+REWARD_SCALES = ("none", "per_user", "optimum")
 
 
 @dataclass(frozen=True)
@@ -243,6 +312,14 @@ class ContractDesignParams:
     penalty_weight: float = 1.0
     #: IR/IC deficits up to this (utility per provider) count as satisfied.
     violation_tolerance: float = 1e-4
+    #: "raw": the paper's menu, every amount and payment free in its box;
+    #: "feasible": the feasibility-preserving map (every action is an IR/IC menu).
+    action_mode: str = "raw"
+    #: "cliff": the paper-style penalty with the ``penalty_base`` step;
+    #: "smooth": ``min(U, U*) - N penalty_weight V``, continuous at the feasible boundary.
+    penalty: str = "cliff"
+    #: "none", "per_user" (reward / N) or "optimum" (reward / max(U*, N U_min)).
+    reward_scale: str = "none"
     # -- multi-period dynamics (periods_per_episode > 1) --
     type_drift: float = 0.05
     probability_drift: float = 0.2
@@ -281,6 +358,14 @@ class ContractDesignParams:
         check_field(self, "penalty_base", low=self.utility_threshold, low_inclusive=False)
         check_field(self, "penalty_weight", low=0.0)
         check_field(self, "violation_tolerance", low=0.0, high=1.0)
+        check_choice(self, "action_mode", ACTION_MODES)
+        check_choice(self, "penalty", PENALTIES)
+        check_choice(self, "reward_scale", REWARD_SCALES)
+        if self.reward_scale == "optimum" and self.utility_threshold <= 0.0:
+            raise ValueError(
+                f"ContractDesignParams.utility_threshold = {self.utility_threshold!r} is invalid "
+                "with reward_scale='optimum': the scale max(U*, N U_min) needs U_min > 0"
+            )
         check_field(self, "type_drift", low=0.0, high=1.0)
         check_field(self, "probability_drift", low=0.0, high=1.0)
         check_field(self, "fading_correlation", low=0.0, high=1.0)
@@ -558,6 +643,7 @@ class ContractDesignKernel(BatchedKernel):
         self.optimal_utility = np.zeros(B)
         # Episode accumulators.
         self.utility_sum = np.zeros(B)
+        self.unscaled_return = np.zeros(B)
         self.optimal_sum = np.zeros(B)
         self.infeasible_count = np.zeros(B, dtype=np.int64)
         self._component_mask = np.arange(M)[None, :] < self.nakagami_m[:, None]
@@ -602,6 +688,7 @@ class ContractDesignKernel(BatchedKernel):
         self.si_components[idx] = self._normals(u[:, self._u_si])
         self.period[idx] = 0
         self.utility_sum[idx] = 0.0
+        self.unscaled_return[idx] = 0.0
         self.optimal_sum[idx] = 0.0
         self.infeasible_count[idx] = 0
         self._refresh(idx)
@@ -644,31 +731,116 @@ class ContractDesignKernel(BatchedKernel):
 
     # -- action mapping -----------------------------------------------------------
     def action_to_menu(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Map normalised actions (B, 2K) in [-1, 1] to ``(q, R)`` (B, K) each."""
+        """Map normalised actions (B, 2K) in [-1, 1] to ``(q, R)`` (B, K) each.
+
+        ``action_mode="raw"``: amounts and payments independently in their boxes;
+        ``"feasible"``: the feasibility-preserving map of the module docstring.
+        """
         K = self.params.num_types
         a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+        if self.params.action_mode == "feasible":
+            return self._feasible_menu((a + 1.0) / 2.0)
         q = self.capacity_kbit[:, None] * (a[:, :K] + 1.0) / 2.0
         payment = self.payment_scale[:, None] * (a[:, K:] + 1.0) / 2.0
         return q, payment
 
-    def menu_to_action(self, q: np.ndarray, payment: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`action_to_menu` (clipped into the box), float32."""
-        a_q = 2.0 * np.asarray(q) / self.capacity_kbit[:, None] - 1.0
-        a_r = 2.0 * np.asarray(payment) / self.payment_scale[:, None] - 1.0
-        return np.clip(np.concatenate([a_q, a_r], axis=1), -1.0, 1.0).astype(np.float32)
+    def _feasible_menu(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The IR/IC menu of shares ``z`` (B, 2K) in [0, 1] (``action_mode="feasible"``)."""
+        p = self.params
+        K = p.num_types
+        cap = self.capacity_kbit[:, None]
+        # Stick-breaking: q_k takes share z_k of the capacity q_{k-1} leaves, so
+        # 0 <= q_1 <= .. <= q_K <= q_cap (a product of factors <= 1 cannot grow
+        # in floating point either).
+        q = cap * (1.0 - np.cumprod(1.0 - z[:, :K], axis=1))
+        q = np.minimum(np.maximum.accumulate(q, axis=1), cap)
+        psi = self.cost_per_mj
+        energy = semantic_energy_mj(p, q, self.gain_per_w[:, None])
+        step_energy = np.diff(energy, axis=1)  # E(q_{k+1}) - E(q_k) >= 0
+        # Type 1: IR binding plus a share of the room left below R_scale.
+        binding = p.utility_threshold + psi[:, 0] * energy[:, 0]
+        first = binding + z[:, K] * np.maximum(self.payment_scale - binding, 0.0)
+        # Each payment step between the two adjacent-IC bounds:
+        # psi_{k+1} dE (type k+1 does not mimic k) <= dR <= psi_k dE (type k does not mimic k+1).
+        steps = (psi[:, 1:] + z[:, K + 1 :] * (psi[:, :-1] - psi[:, 1:])) * step_energy
+        payment = first[:, None] + np.concatenate([np.zeros((len(q), 1)), np.cumsum(steps, axis=1)], axis=1)
+        return q, payment
+
+    def menu_to_action(self, q: np.ndarray, payment: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Inverse of :meth:`action_to_menu` (clipped into the box), ``dtype`` (float32).
+
+        ``action_mode="feasible"``: every IR/IC-feasible menu with amounts in
+        ``[0, q_cap]`` and ``R_1 <= R_scale`` maps back to itself; any other menu
+        maps to the action of the clipped shares, i.e. to a feasible menu near it
+        (an IR-violating type-1 payment becomes the binding one, a payment step
+        outside its IC band its nearest bound, a decreasing amount the previous one).
+        """
+        q = np.asarray(q, dtype=np.float64)
+        payment = np.asarray(payment, dtype=np.float64)
+        if self.params.action_mode == "feasible":
+            z = self._menu_shares(q, payment)
+            return (2.0 * z - 1.0).astype(dtype)
+        a_q = 2.0 * q / self.capacity_kbit[:, None] - 1.0
+        a_r = 2.0 * payment / self.payment_scale[:, None] - 1.0
+        return np.clip(np.concatenate([a_q, a_r], axis=1), -1.0, 1.0).astype(dtype)
+
+    def _menu_shares(self, q: np.ndarray, payment: np.ndarray) -> np.ndarray:
+        """Shares ``z`` (B, 2K) in [0, 1] with ``_feasible_menu(z)`` closest to ``(q, R)``."""
+        p = self.params
+        K = p.num_types
+        cap = self.capacity_kbit[:, None]
+
+        def share(num, den):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.clip(np.where(den > 0.0, num / den, 0.0), 0.0, 1.0)
+
+        q = np.clip(q, 0.0, cap)
+        previous = np.concatenate([np.zeros((len(q), 1)), q[:, :-1]], axis=1)
+        z_q = share(q - previous, cap - previous)
+        # Payments are read against the amounts the shares actually give.
+        q_mapped, _ = self._feasible_menu(np.concatenate([z_q, np.zeros_like(z_q)], axis=1))
+        psi = self.cost_per_mj
+        energy = semantic_energy_mj(p, q_mapped, self.gain_per_w[:, None])
+        step_energy = np.diff(energy, axis=1)
+        binding = p.utility_threshold + psi[:, 0] * energy[:, 0]
+        z_first = share(payment[:, 0] - binding, self.payment_scale - binding)
+        low = psi[:, 1:] * step_energy
+        z_steps = share(np.diff(payment, axis=1) - low, (psi[:, :-1] - psi[:, 1:]) * step_energy)
+        return np.concatenate([z_q, z_first[:, None], z_steps], axis=1)
 
     def evaluate(self, q: np.ndarray, payment: np.ndarray) -> dict[str, np.ndarray]:
         """Utility and IR/IC deficits of menus ``(q, R)`` in the current states."""
         return evaluate_menu(self.params, self.theta, self.prob, self.users, self.gain_per_w, q, payment)
 
     def reward_of(self, q: np.ndarray, payment: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Reward of menus ``(q, R)`` in the current states, and :meth:`evaluate`'s metrics."""
+        """Reward of menus ``(q, R)`` in the current states, and :meth:`evaluate`'s metrics.
+
+        The metrics include ``unscaled_reward``, the reward before ``reward_scale``.
+        """
         p = self.params
         result = self.evaluate(q, payment)
         utility = result["utility"]
-        penalty = self.users * (p.penalty_base + p.penalty_weight * result["total_violation"])
-        reward = np.where(result["feasible"], utility, np.minimum(utility, 0.0) - penalty)
-        return reward, result
+        violation = result["total_violation"]
+        if p.penalty == "smooth":
+            # One formula for every menu: feasible menus have U <= U*, so the cap
+            # only acts on infeasible ones (and on menus that the tolerance lets
+            # pass with U a hair above U*); no menu earns more than U*.
+            unscaled = np.minimum(utility, self.optimal_utility) - self.users * p.penalty_weight * violation
+        else:
+            penalty = self.users * (p.penalty_base + p.penalty_weight * violation)
+            unscaled = np.where(result["feasible"], utility, np.minimum(utility, 0.0) - penalty)
+        result["unscaled_reward"] = unscaled
+        return unscaled / self.reward_divisor, result
+
+    @property
+    def reward_divisor(self) -> np.ndarray:
+        """Positive, action-independent divisor of the reward per instance (``reward_scale``)."""
+        p = self.params
+        if p.reward_scale == "per_user":
+            return self.users.astype(np.float64)
+        if p.reward_scale == "optimum":
+            return np.maximum(self.optimal_utility, self.users * p.utility_threshold)
+        return np.ones(self.num_envs)
 
     # -- observation -------------------------------------------------------------
     def _observe(self) -> np.ndarray:
@@ -699,6 +871,7 @@ class ContractDesignKernel(BatchedKernel):
         feasible = result["feasible"]
         info = {
             "utility": utility,
+            "unscaled_reward": result["unscaled_reward"],
             "optimal_utility": self.optimal_utility.copy(),
             "feasible": feasible,
             "ir_violation": result["ir_violation"],
@@ -712,6 +885,7 @@ class ContractDesignKernel(BatchedKernel):
             "expert_action": self.menu_to_action(self.optimal_q, self.optimal_payment),
         }
         self.utility_sum += utility
+        self.unscaled_return += result["unscaled_reward"]
         self.optimal_sum += self.optimal_utility
         self.infeasible_count += ~feasible
         # Users of a type whose IR is violated leave for good (multi-period variant).
@@ -753,9 +927,10 @@ class ContractDesignKernel(BatchedKernel):
         length = np.maximum(self.episode_length[idx], 1)
         optimal = self.optimal_sum[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(optimal != 0.0, self.episode_return[idx] / optimal, 0.0)
+            share = np.where(optimal != 0.0, self.unscaled_return[idx] / optimal, 0.0)
         return {
             "utility": self.utility_sum[idx].copy(),
+            "unscaled_return": self.unscaled_return[idx].copy(),
             "optimal_utility": optimal.copy(),
             "share_of_optimal": share,
             "violation_rate": self.infeasible_count[idx] / length,

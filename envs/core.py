@@ -62,6 +62,7 @@ __all__ = [
     "KernelParallelEnv",
     "KernelSB3VecEnv",
     "KernelVectorEnv",
+    "check_choice",
     "check_field",
     "make_sb3_vec_env",
 ]
@@ -113,6 +114,16 @@ def check_field(
         np.any(values > high) or (not high_inclusive and np.any(values == high))
     ):
         raise ValueError(f"{owner}.{name} = {value!r} is invalid: must be {allowed}")
+
+
+def check_choice(params: Any, name: str, allowed: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming ``params.name``, its value and the allowed names."""
+    value = getattr(params, name)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"{type(params).__name__}.{name} = {value!r} is invalid: "
+            f"must be one of {', '.join(repr(a) for a in allowed)}"
+        )
 
 
 def _check_num_envs(num_envs: Any) -> int:

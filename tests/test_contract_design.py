@@ -438,3 +438,229 @@ def test_bad_actions_raise():
         env.step(np.full(10, np.nan, dtype=np.float32))
     with pytest.raises(InvalidActionError, match="outside"):
         env.step(np.full(10, 1.5, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Learnability options: action_mode="feasible", penalty="smooth", reward_scale
+# ---------------------------------------------------------------------------
+def _deficits(kernel, q, payment):
+    """Largest IR and IC deficits of menus, without any tolerance."""
+    p = kernel.params
+    psi = kernel.cost_per_mj
+    energy = semantic_energy_mj(p, q, kernel.gain_per_w[:, None])
+    provider = payment[:, None, :] - psi[:, :, None] * energy[:, None, :]
+    own = np.diagonal(provider, axis1=1, axis2=2)
+    return (p.utility_threshold - own).max(), (provider - own[:, :, None]).max()
+
+
+@pytest.mark.parametrize("num_types", [1, 2, 5, 8])
+def test_feasible_action_mode_gives_a_feasible_menu_for_every_action(num_types):
+    kernel = _kernel(400, seed=11, num_types=num_types, action_mode="feasible")
+    K = num_types
+    rng = np.random.default_rng(num_types)
+    batches = [
+        rng.uniform(-1, 1, (400, 2 * K)),
+        rng.choice([-1.0, 1.0], (400, 2 * K)),  # corners: zero shares, full shares
+        np.clip(rng.choice([-1.0, 1.0], (400, 2 * K)) + rng.normal(0, 1e-3, (400, 2 * K)), -1, 1),
+        np.tanh(rng.normal(0, 3, (400, 2 * K))),  # what a squashed Gaussian policy plays
+    ]
+    for actions in batches:
+        q, payment = kernel.action_to_menu(actions)
+        assert np.all(np.diff(q, axis=1) >= 0.0)
+        assert np.all(q >= 0.0) and np.all(q <= kernel.capacity_kbit[:, None])
+        assert kernel.evaluate(q, payment)["feasible"].all()
+        ir, ic = _deficits(kernel, q, payment)
+        assert ir <= 1e-9 and ic <= 1e-9  # feasible without the tolerance, up to rounding
+        reward, result = kernel.reward_of(q, payment)
+        np.testing.assert_array_equal(reward, result["utility"])
+        assert np.all(reward <= kernel.optimal_utility + 1e-9 * np.abs(kernel.optimal_utility))
+
+
+def test_feasible_action_mode_reaches_the_optimum_and_inverts_feasible_menus():
+    kernel = _kernel(500, seed=12, action_mode="feasible")
+    K = kernel.params.num_types
+    # The optimum maps to an action and back (float64 round trip) ...
+    action = kernel.menu_to_action(kernel.optimal_q, kernel.optimal_payment, dtype=np.float64)
+    q, payment = kernel.action_to_menu(action)
+    np.testing.assert_allclose(q, kernel.optimal_q, rtol=1e-6, atol=1e-9 * kernel.capacity_kbit.max())
+    np.testing.assert_allclose(payment, kernel.optimal_payment, rtol=1e-6)
+    # ... its payment shares are zero (IR_1 and downward IC bind) ...
+    np.testing.assert_allclose(action[:, K:], -1.0, atol=1e-9)
+    # ... and the float32 expert action earns the optimum.
+    expert = kernel.menu_to_action(kernel.optimal_q, kernel.optimal_payment)
+    assert expert.dtype == np.float32
+    reward, result = kernel.reward_of(*kernel.action_to_menu(expert))
+    assert result["feasible"].all()
+    np.testing.assert_allclose(reward, kernel.optimal_utility, rtol=1e-6)
+    # Every menu of the map is recovered from its own action.
+    rng = np.random.default_rng(1)
+    z = rng.uniform(-1, 1, (500, 2 * K))
+    q, payment = kernel.action_to_menu(z)
+    np.testing.assert_allclose(kernel.action_to_menu(kernel.menu_to_action(q, payment, dtype=np.float64))[1],
+                               payment, rtol=1e-9)
+    # An infeasible menu (raw random) maps to some feasible menu.
+    raw = _kernel(500, seed=12)
+    q_raw, payment_raw = raw.action_to_menu(z)
+    assert not raw.evaluate(q_raw, payment_raw)["feasible"].all()
+    assert kernel.evaluate(*kernel.action_to_menu(kernel.menu_to_action(q_raw, payment_raw)))["feasible"].all()
+
+
+def test_feasible_action_mode_env_steps_the_expert_to_the_optimum():
+    env = gym.make(STATIC, action_mode="feasible")
+    kernel = env.unwrapped.kernel
+    for seed in range(5):
+        env.reset(seed=seed)
+        expert = kernel.menu_to_action(kernel.optimal_q, kernel.optimal_payment)[0]
+        _, reward, terminated, _, info = env.step(expert)
+        assert terminated and info["feasible"]
+        np.testing.assert_array_equal(info["expert_action"], expert)
+        assert reward == pytest.approx(info["optimal_utility"], rel=1e-6)
+        env.reset(seed=seed)
+        _, reward, _, _, info = env.step(env.action_space.sample())
+        assert info["feasible"] and reward <= info["optimal_utility"]
+
+
+def test_feasible_action_mode_local_search_never_beats_the_optimum():
+    """Hill climbing from the optimum's action (and random restarts) in the action box."""
+    kernel = _kernel(64, seed=13, action_mode="feasible")
+    K = kernel.params.num_types
+    rng = np.random.default_rng(2)
+    best_action = kernel.menu_to_action(kernel.optimal_q, kernel.optimal_payment, dtype=np.float64)
+    best = kernel.reward_of(*kernel.action_to_menu(best_action))[0]
+    np.testing.assert_allclose(best, kernel.optimal_utility, rtol=1e-9)
+    starts = [best_action, rng.uniform(-1, 1, best_action.shape)]
+    for start in starts:
+        action, value = start.copy(), kernel.reward_of(*kernel.action_to_menu(start))[0]
+        for sigma in (0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4):
+            for _ in range(40):
+                trial = np.clip(action + rng.normal(0, sigma, action.shape), -1, 1)
+                r = kernel.reward_of(*kernel.action_to_menu(trial))[0]
+                better = r > value
+                action[better], value[better] = trial[better], r[better]
+        assert np.all(value <= kernel.optimal_utility + 1e-9 * np.abs(kernel.optimal_utility))
+    assert value.mean() > 0.5 * kernel.optimal_utility.mean()  # the search does climb
+
+
+def test_smooth_penalty_keeps_the_optimum_the_reward_maximiser_and_is_continuous():
+    kernel = _kernel(3000, seed=14, penalty="smooth")
+    cliff = _kernel(3000, seed=14)
+    K = kernel.params.num_types
+    opt = kernel.optimal_utility
+    rng = np.random.default_rng(3)
+    # Random menus through the raw box: none beats the optimum, infeasible ones stay below it.
+    reward, result = kernel.reward_of(*kernel.action_to_menu(rng.uniform(-1, 1, (3000, 2 * K))))
+    infeasible = ~result["feasible"]
+    assert infeasible.mean() > 0.9
+    assert np.all(reward[infeasible] < opt[infeasible])
+    assert np.all(reward <= opt + 1e-9 * np.abs(opt))
+    # Local search around the optimal menu (amounts and payments perturbed, often
+    # underpaying, which raises the utility above U*): never above the optimum.
+    for scale in (1e-1, 1e-2, 1e-3, 1e-5):
+        q = np.clip(kernel.optimal_q * (1 + rng.normal(0, scale, (3000, K))), 0, kernel.capacity_kbit[:, None])
+        payment = kernel.optimal_payment * (1 + rng.normal(0, scale, (3000, K)))
+        reward, result = kernel.reward_of(q, payment)
+        assert np.all(reward <= opt)  # even menus the tolerance lets pass above U*
+        bad = ~result["feasible"]
+        assert bad.any() and np.all(reward[bad] < opt[bad])
+    # Continuous at the feasible boundary: underpaying type 1 by `cut` raises U above
+    # U* and breaks IR_1 (and type 1's IC towards items pooled with its own) by `cut`
+    # each, so the reward is U* - N V with V <= K cut, unlike the cliff.
+    for cut in (1e-3, 1e-2, 1e-1):
+        payment = kernel.optimal_payment.copy()
+        payment[:, 0] -= cut
+        reward, result = kernel.reward_of(kernel.optimal_q, payment)
+        assert not result["feasible"].any() and np.all(result["utility"] > opt)
+        np.testing.assert_allclose(reward, opt - kernel.users * result["total_violation"], rtol=1e-12)
+        assert np.all(result["total_violation"] <= K * cut * (1 + 1e-9))
+        assert np.all(reward < opt)
+        cliff_reward, _ = cliff.reward_of(kernel.optimal_q, payment)
+        assert np.all(cliff_reward <= -kernel.users * cliff.params.penalty_base)
+    # The penalty grows with the violation.
+    previous = None
+    for cut in (0.1, 0.5, 2.0):
+        payment = kernel.optimal_payment - cut
+        reward, _ = kernel.reward_of(kernel.optimal_q, payment)
+        if previous is not None:
+            assert np.all(reward < previous)
+        previous = reward
+
+
+@pytest.mark.parametrize("penalty", ["cliff", "smooth"])
+@pytest.mark.parametrize("reward_scale", ["per_user", "optimum"])
+def test_reward_scale_divides_by_a_positive_state_constant(reward_scale, penalty):
+    scaled = _kernel(2000, seed=15, reward_scale=reward_scale, penalty=penalty)
+    plain = _kernel(2000, seed=15, penalty=penalty)
+    K = scaled.params.num_types
+    divisor = scaled.reward_divisor
+    assert np.all(divisor > 0)
+    rng = np.random.default_rng(4)
+    menus = [scaled.action_to_menu(rng.uniform(-1, 1, (2000, 2 * K))) for _ in range(5)]
+    menus.append((scaled.optimal_q, scaled.optimal_payment))
+    rewards = []
+    for q, payment in menus:
+        r, result = scaled.reward_of(q, payment)
+        r_plain, _ = plain.reward_of(q, payment)
+        np.testing.assert_allclose(r * divisor, r_plain, rtol=1e-12)
+        np.testing.assert_array_equal(result["unscaled_reward"], r_plain)
+        rewards.append(r)
+    rewards = np.array(rewards)
+    assert np.all(rewards.argmax(axis=0) == len(menus) - 1)  # the optimum ranks first
+    if reward_scale == "optimum":
+        served = scaled.optimal_utility >= scaled.users * scaled.params.utility_threshold
+        assert served.mean() > 0.99
+        np.testing.assert_allclose(rewards[-1][served], 1.0, rtol=1e-12)
+        assert np.all(np.abs(rewards[-1]) <= 1.0 + 1e-12)
+    else:
+        np.testing.assert_allclose(rewards[-1], scaled.optimal_utility / scaled.users, rtol=1e-12)
+
+
+def test_episode_share_of_optimal_is_in_unscaled_units():
+    shares = {}
+    for scale in ("none", "optimum"):
+        env = gym.make(STATIC, reward_scale=scale, action_mode="feasible")
+        env.reset(seed=21)
+        action = np.full(env.action_space.shape, -0.5, dtype=np.float32)
+        _, reward, _, _, info = env.step(action)
+        summary = info["episode_summary"]
+        assert summary["unscaled_return"] == pytest.approx(info["unscaled_reward"])
+        assert summary["share_of_optimal"] == pytest.approx(info["unscaled_reward"] / info["optimal_utility"])
+        shares[scale] = summary["share_of_optimal"]
+    assert shares["none"] == pytest.approx(shares["optimum"], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"action_mode": "feasible"},
+        {"penalty": "smooth"},
+        {"reward_scale": "per_user"},
+        {"action_mode": "feasible", "penalty": "smooth", "reward_scale": "optimum"},
+    ],
+)
+def test_checkers_with_options(options):
+    for env_id in (STATIC, DYNAMIC):
+        gym_check_env(gym.make(env_id, **options).unwrapped, skip_render_check=True)
+        sb3_check_env(gym.make(env_id, **options).unwrapped, warn=False)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("action_mode", "feasable"), ("penalty", "soft"), ("reward_scale", "optimal"), ("reward_scale", 1.0)],
+)
+def test_bad_option_values_name_the_field_and_the_choices(field, value):
+    with pytest.raises(ValueError, match=f"{field} = {value!r} is invalid: must be one of"):
+        gym.make(STATIC, **{field: value})
+    with pytest.raises(ValueError, match="utility_threshold"):
+        gym.make(STATIC, reward_scale="optimum", utility_threshold=0.0)
+
+
+def test_options_appear_in_the_docstring():
+    from gentwin.envs import contract_design
+
+    doc = contract_design.__doc__
+    arguments = doc.split("Arguments\n---------")[1]
+    for name in ("action_mode", "penalty", "reward_scale", '"feasible"', '"smooth"', '"per_user"', '"optimum"'):
+        assert name in arguments
+    assert 'action_mode="feasible"' in doc.split("Action Space\n------------")[1].split("Observation Space")[0]
+    rewards = doc.split("Rewards\n-------")[1].split("Starting State")[0]
+    assert 'penalty="smooth"' in rewards and "reward_scale" in rewards
