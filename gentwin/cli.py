@@ -33,13 +33,26 @@ def _parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by train, compare and sweep."""
+def add_run_arguments(parser: argparse.ArgumentParser, run_keys_from_hyperparams: bool = False) -> None:
+    """Arguments shared by train, compare and sweep.
+
+    With ``run_keys_from_hyperparams`` (``train``), ``--timesteps`` and ``--n-envs``
+    default to the hyperparameter file's ``n_timesteps`` / ``n_envs`` for the chosen
+    id and algorithm (see :func:`resolve_run_keys`), as in RL Zoo.
+    """
     parser.add_argument("--env", default=DEFAULT_ENV, help="environment id (default: %(default)s)")
     parser.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE",
                         help="environment parameter or preset (params=reference); repeatable")
-    parser.add_argument("--timesteps", type=int, default=DEFAULT_TIMESTEPS, help="environment steps per run")
-    parser.add_argument("--n-envs", type=int, default=8, help="batch size B of the training env")
+    if run_keys_from_hyperparams:
+        parser.add_argument("--timesteps", type=int, default=None,
+                            help="environment steps per run (default: the hyperparameter file's n_timesteps, "
+                                 f"else {DEFAULT_TIMESTEPS})")
+        parser.add_argument("--n-envs", type=int, default=None,
+                            help="batch size B of the training env (default: the hyperparameter file's n_envs, "
+                                 "else 8)")
+    else:
+        parser.add_argument("--timesteps", type=int, default=DEFAULT_TIMESTEPS, help="environment steps per run")
+        parser.add_argument("--n-envs", type=int, default=8, help="batch size B of the training env")
     parser.add_argument("--eval-freq", type=int, default=20_000, help="steps between evaluations (0: final only)")
     parser.add_argument("--eval-episodes", type=int, default=8, help="held-out episodes per evaluation")
     parser.add_argument("--log-root", default="runs", help="TensorBoard/CSV/model root (default: %(default)s)")
@@ -49,16 +62,38 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def resolve_run_keys(args: argparse.Namespace, algo: str) -> tuple[int, int, dict[str, Any]]:
+    """``(timesteps, n_envs, env_kwargs)`` of a run: flags first, then the hyperparameter file.
+
+    Precedence, as in RL Zoo: an explicit ``--timesteps`` / ``--n-envs`` wins; otherwise
+    the file's ``n_timesteps`` / ``n_envs`` entry for ``(--env, algo)`` (the packaged
+    ``gentwin/hyperparams/<algo>.yml`` unless ``--hyperparams`` names one); otherwise
+    ``DEFAULT_TIMESTEPS`` and 8.  The file's ``env_kwargs`` are the base that
+    ``--env-kwarg`` pairs override one by one.
+    """
+    from gentwin.training import load_hyperparams, split_hyperparams
+
+    run, _ = split_hyperparams(load_hyperparams(algo, args.env, getattr(args, "hyperparams", None)))
+    timesteps = args.timesteps if args.timesteps is not None else int(run.get("n_timesteps", DEFAULT_TIMESTEPS))
+    n_envs = args.n_envs if args.n_envs is not None else int(run.get("n_envs", 8))
+    file_env_kwargs = run.get("env_kwargs") or {}
+    if not isinstance(file_env_kwargs, dict):
+        raise SystemExit(f"env_kwargs = {file_env_kwargs!r} in the hyperparameter file is invalid: expected a mapping")
+    env_kwargs = {**file_env_kwargs, **_parse_kv(args.env_kwarg, "--env-kwarg")}
+    return timesteps, n_envs, env_kwargs
+
+
 def _config_from_args(args: argparse.Namespace, algo: str, seed: int):
     from gentwin.training import TrainConfig
 
+    timesteps, n_envs, env_kwargs = resolve_run_keys(args, algo)
     return TrainConfig(
         env_id=args.env,
         algo=algo,
-        timesteps=args.timesteps,
-        n_envs=args.n_envs,
+        timesteps=timesteps,
+        n_envs=n_envs,
         seed=seed,
-        env_kwargs=_parse_kv(args.env_kwarg, "--env-kwarg"),
+        env_kwargs=env_kwargs,
         hyperparams=_parse_kv(args.hp, "--hp"),
         log_root=args.log_root,
         eval_freq=args.eval_freq,
@@ -110,11 +145,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved_env_kwargs(model_path: str) -> dict[str, Any]:
+    """The ``env_kwargs`` of the run that wrote ``model_path`` (its ``config.yaml``), if any.
+
+    A model trained on an environment option (e.g. a hyperparameter file's
+    ``env_kwargs``) is evaluated on the same option unless ``--env-kwarg`` overrides it.
+    """
+    import yaml
+    from pathlib import Path
+
+    config_path = Path(model_path).with_name("config.yaml")
+    if not config_path.exists():
+        return {}
+    with open(config_path) as f:
+        saved = yaml.safe_load(f) or {}
+    return dict(saved.get("env_kwargs") or {})
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentwin.training import TrainConfig, comparison_rows, evaluate, evaluate_baselines, load_model
 
     config = TrainConfig(env_id=args.env, algo=args.algo, eval_episodes=args.eval_episodes,
-                         env_kwargs=_parse_kv(args.env_kwarg, "--env-kwarg"),
+                         env_kwargs={**_saved_env_kwargs(args.model), **_parse_kv(args.env_kwarg, "--env-kwarg")},
                          baselines="all" if args.baselines else [])
     model = load_model(args.algo, args.model, device=args.device)
     results = {args.algo: evaluate(model, config)}
@@ -127,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _build_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one agent (the default command)")
-    add_run_arguments(p)
+    add_run_arguments(p, run_keys_from_hyperparams=True)
     p.add_argument("--algo", default=DEFAULT_ALGO, help="algorithm (see gentwin.agents.ALGORITHMS)")
     p.add_argument("--seed", type=int, default=0, help="training seed (instances get seed .. seed+B-1)")
     p.set_defaults(func=cmd_train)

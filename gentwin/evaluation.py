@@ -49,6 +49,16 @@ class EvalResult:
     def mean(self, key: str = "return") -> float:
         return float(self.metric(key).mean())
 
+    @property
+    def objective_key(self) -> str:
+        """The metric in the paper's units that shares are computed from.
+
+        ``"unscaled_return"`` where the environment trained with a reward option
+        (a scaled reward, e.g. ContractDesign's ``reward_scale``) reports it, else
+        ``"return"``: a share of the bound must not change with the training reward.
+        """
+        return "unscaled_return" if any("unscaled_return" in ep for ep in self.episodes) else "return"
+
     def summary(self) -> dict[str, float]:
         return {k: self.mean(k) for k in self.metrics}
 

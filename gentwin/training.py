@@ -111,7 +111,9 @@ def load_hyperparams(algo: str, env_id: str, path: str | os.PathLike | None = No
 
     The file maps environment ids (or ``default``) to dicts of algorithm kwargs.
     RL-Zoo's run keys (``n_timesteps``, ``n_envs``, ``policy``, ``env_kwargs``, ...) are
-    accepted so Zoo files load unchanged, but the command line sets those.
+    accepted so Zoo files load unchanged; ``train.py train`` takes ``n_timesteps``,
+    ``n_envs`` and ``env_kwargs`` from them when no flag sets them
+    (``gentwin.cli.resolve_run_keys``), the other keys are ignored.
     Without ``path`` the packaged ``gentwin/hyperparams/<algo>.yml`` is used
     (missing file or entry: SB3 defaults).  ``default`` entries apply to every
     id and are overridden by the id's own entry.
@@ -269,7 +271,7 @@ def comparison_rows(results: dict[str, EvalResult], bound: BoundResult | None) -
         row = {"policy": name, "mean_return": float(ret.mean()), "std_return": float(ret.std())}
         if "crash_rate" in res.metrics:
             row["crash_rate"] = res.mean("crash_rate")
-        share = share_of_bound(float(ret.mean()), bound)
+        share = share_of_bound(res.mean(res.objective_key), bound)
         if share is not None:
             row["share_of_bound"] = share
         rows.append(row)
@@ -353,7 +355,7 @@ def record_eval(logger: Any, result: EvalResult, bound_return: float | None) -> 
         if key not in ("return", "length"):
             logger.record(f"eval/{key}", result.mean(key))
     logger.record("eval/mean_length", result.mean("length"))
-    share = share_of_bound(float(ret.mean()), bound_return)
+    share = share_of_bound(result.mean(result.objective_key), bound_return)
     if share is not None:
         logger.record("eval/share_of_bound", share)
 

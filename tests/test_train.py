@@ -170,3 +170,36 @@ def test_pettingzoo_env_trains_through_supersuit_parameter_sharing(tmp_path):
     assert result.model_path.exists()
     assert result.baselines == {}  # baselines act on the central view, not per agent
     assert len(result.agent.episodes) == 1
+
+
+def test_run_keys_come_from_the_hyperparameter_file_unless_a_flag_sets_them(tmp_path):
+    """RL-Zoo precedence: --timesteps/--n-envs/--env-kwarg > the file's n_timesteps/n_envs/env_kwargs > defaults."""
+    from gentwin.cli import DEFAULT_TIMESTEPS, build_parser, resolve_run_keys
+
+    hp_file = tmp_path / "ppo.yml"
+    hp_file.write_text(
+        f"{ENV_ID}:\n  n_timesteps: 1234\n  n_envs: 3\n  env_kwargs:\n    tasks_per_episode: 40\n    params: survey\n"
+        "  n_steps: 32\n"
+    )
+    args = build_parser().parse_args(["train", "--algo", "ppo", "--hyperparams", str(hp_file)])
+    assert resolve_run_keys(args, "ppo") == (1234, 3, {"tasks_per_episode": 40, "params": "survey"})
+    args = build_parser().parse_args(["train", "--algo", "ppo", "--hyperparams", str(hp_file), "--timesteps", "99",
+                                      "--n-envs", "5", "--env-kwarg", "params=reference"])
+    assert resolve_run_keys(args, "ppo") == (99, 5, {"tasks_per_episode": 40, "params": "reference"})
+    # No entry for the id (or no file): the built-in defaults.
+    args = build_parser().parse_args(["train", "--env", "gentwin/PowerAllocation-v0", "--algo", "ppo",
+                                      "--hyperparams", str(hp_file)])
+    assert resolve_run_keys(args, "ppo") == (DEFAULT_TIMESTEPS, 8, {})
+    # compare and sweep keep explicit defaults (their reports print every option).
+    args = build_parser().parse_args(["compare", "--algos", "ppo"])
+    assert args.timesteps == DEFAULT_TIMESTEPS and args.n_envs == 8
+
+
+def test_evaluate_uses_the_env_kwargs_the_model_was_trained_with(tmp_path):
+    from gentwin.cli import _saved_env_kwargs
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("env_kwargs:\n  action_mode: feasible\n")
+    assert _saved_env_kwargs(str(run_dir / "model.zip")) == {"action_mode": "feasible"}
+    assert _saved_env_kwargs(str(tmp_path / "elsewhere" / "model.zip")) == {}

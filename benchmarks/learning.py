@@ -1,0 +1,177 @@
+"""Learning runs with run records: the source of ``docs/benchmark_results.md``.
+
+One invocation trains one algorithm (optionally a labelled variant) on one
+environment id for several seeds, exactly as ``python train.py`` would with the
+same settings: the hyperparameters are the packaged ``gentwin/hyperparams/<algo>.yml``
+entry for the id (its ``n_timesteps``, ``n_envs`` and ``env_kwargs`` included) with
+``--hp`` / ``--timesteps`` / ``--n-envs`` / ``--env-kwarg`` on top.  Each finished run
+is evaluated deterministically on held-out seeds (``gentwin.evaluation``, seeds from
+``EVAL_SEED``), next to every baseline and the family's certified bound or exact
+optimum where one exists, and appended as one JSON line to ``--records``
+(default ``benchmarks/records/learning.jsonl``): the command that reproduces it, the
+resolved settings, wall time, machine load, and the evaluation summaries.
+
+    python benchmarks/learning.py --env gentwin/PowerAllocation-v0 --algo diffusion --seeds 0 1 2 3 4
+    python benchmarks/learning.py --env gentwin/PowerAllocation-v0 --algo diffusion --label "diffusion actor=mlp" \\
+        --hp actor=mlp --seeds 0 1 2
+    python benchmarks/results_table.py          # rewrite docs/benchmark_results.md from the records
+
+A run whose (label, id, env kwargs, timesteps, n_envs, seed, hyperparameters) is
+already recorded is skipped, so an interrupted series resumes.  Runs are
+single-threaded (``torch.set_num_threads(1)``) unless ``--threads`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RECORDS = ROOT / "benchmarks" / "records" / "learning.jsonl"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"{flag} {item!r} is invalid: expected key=value")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _summaries(result: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in result.summary().items()}
+
+
+def _bound_summary(train_result: Any) -> dict[str, Any] | None:
+    """Name, kind and mean of the family's certified bound / exact optimum on the evaluation episodes."""
+    bound = getattr(train_result, "bound", None)
+    if bound is None:
+        return None
+    values = getattr(bound, "values", None)
+    mean = float(sum(values) / len(values)) if values is not None and len(values) else None
+    return {"name": getattr(bound, "name", None), "kind": getattr(bound, "kind", None), "mean": mean}
+
+
+def load_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _run_key(rec: dict) -> tuple:
+    return (rec["label"], rec["env_id"], json.dumps(rec["env_kwargs"], sort_keys=True), rec["timesteps"],
+            rec["n_envs"], rec["seed"], json.dumps(rec["hyperparams"], sort_keys=True, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help="environment id")
+    parser.add_argument("--algo", required=True, help="algorithm name (gentwin.agents.ALGORITHMS)")
+    parser.add_argument("--label", default=None, help="name of this variant in the table (default: the algo)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--timesteps", type=int, default=None, help="default: the hyperparameter file's n_timesteps")
+    parser.add_argument("--n-envs", type=int, default=None, help="default: the hyperparameter file's n_envs")
+    parser.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE")
+    parser.add_argument("--hp", action="append", metavar="KEY=VALUE", help="algorithm kwarg override")
+    parser.add_argument("--hyperparams", default=None, help="hyperparameter file (default: the packaged one)")
+    parser.add_argument("--eval-episodes", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--records", default=str(DEFAULT_RECORDS))
+    parser.add_argument("--log-root", default=str(ROOT / "runs" / "benchmarks"))
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import gentwin  # noqa: F401
+    from gentwin.cli import resolve_run_keys
+    from gentwin.training import TrainConfig, load_hyperparams, split_hyperparams, train
+
+    ns = argparse.Namespace(env=args.env, timesteps=args.timesteps, n_envs=args.n_envs,
+                            env_kwarg=args.env_kwarg, hyperparams=args.hyperparams)
+    timesteps, n_envs, env_kwargs = resolve_run_keys(ns, args.algo)
+    _, file_hp = split_hyperparams(load_hyperparams(args.algo, args.env, args.hyperparams))
+    overrides = _parse_kv(args.hp, "--hp")
+    label = args.label or args.algo
+    records_path = Path(args.records)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {_run_key(r) for r in load_records(records_path)}
+
+    for seed in args.seeds:
+        hyperparams = {**file_hp, **overrides}
+        probe = {"label": label, "env_id": args.env, "env_kwargs": env_kwargs, "timesteps": timesteps,
+                 "n_envs": n_envs, "seed": seed, "hyperparams": hyperparams}
+        if _run_key(probe) in done:
+            print(f"{label} seed {seed}: already recorded, skipped", flush=True)
+            continue
+        config = TrainConfig(env_id=args.env, algo=args.algo, timesteps=timesteps, n_envs=n_envs, seed=seed,
+                             env_kwargs=env_kwargs, hyperparams=overrides, eval_freq=0,
+                             eval_episodes=args.eval_episodes, log_root=args.log_root, progress_bar=False)
+        load_start = os.getloadavg()[0]
+        start = time.perf_counter()
+        result = train(config, hyperparams_file=args.hyperparams)
+        wall = time.perf_counter() - start
+        one_seed = [a for a in (argv if argv is not None else sys.argv[1:])]
+        if "--seeds" in one_seed:
+            i = one_seed.index("--seeds")
+            j = i + 1
+            while j < len(one_seed) and not one_seed[j].startswith("--"):
+                j += 1
+            one_seed = one_seed[:i] + ["--seeds", str(seed)] + one_seed[j:]
+        else:
+            one_seed += ["--seeds", str(seed)]
+        train_cmd = ["python", "train.py", "--env", args.env, "--algo", args.algo, "--seed", str(seed),
+                     "--timesteps", str(timesteps), "--n-envs", str(n_envs), "--eval-episodes",
+                     str(args.eval_episodes)]
+        for k, v in overrides.items():
+            train_cmd += ["--hp", f"{k}={v}"]
+        for kv in args.env_kwarg or []:
+            train_cmd += ["--env-kwarg", kv]
+        record = {
+            **probe,
+            "algo": args.algo,
+            "eval_episodes": args.eval_episodes,
+            "eval_seed": config.eval_seed,
+            "wall_s": round(wall, 2),
+            "threads": args.threads,
+            "loadavg_start": round(load_start, 2),
+            "loadavg_end": round(os.getloadavg()[0], 2),
+            "agent": _summaries(result.agent),
+            "baselines": {name: _summaries(res) for name, res in result.baselines.items()},
+            "bound": _bound_summary(result),
+            "command": shlex.join(["python", "benchmarks/learning.py", *one_seed]),
+            "train_command": shlex.join(train_cmd),
+            "git_commit": _git_commit(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        with open(records_path, "a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+        shown = {k: round(v, 4) for k, v in record["agent"].items() if k not in ("length",)}
+        print(f"{label} seed {seed}: {shown} ({wall:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
