@@ -1,9 +1,12 @@
 """AIGC service-provider (ASP) selection: ``gentwin/AspSelection-v0``.
 
 Source: seed 002, paper 1, section V-B ("AIGC Service Provider Selection",
-``sed -n 633,670p ../shared/seeds/002_0c06d0e91042d4e2.txt``) and its source, the
-D2SAC paper (Du et al., "Diffusion-based reinforcement learning for edge-enabled
-AI-generated content services", IEEE TMC 2024, ref. [138] of the survey).
+``sed -n 633,670p ../shared/seeds/002_0c06d0e91042d4e2.txt``; the simulation
+settings at ``sed -n 662p``) and its source, the D2SAC paper (Du et al.,
+"Diffusion-based reinforcement learning for edge-enabled AI-generated content
+services", IEEE TMC 2024, ref. [138] of the survey) with its public code
+(repository Lizonghang/AGOD, ``env/``: ``config.py`` holds the constants,
+``task.py`` the task stream, ``service_provider.py`` the ASPs and crashes).
 
 Description
 -----------
@@ -16,17 +19,34 @@ curve ``q_i(t)`` for a task that asks for ``t`` denoising steps::
            = b_y - a_y                           t >  b_x
 
 with ``a_x ~ U{0,10,..,90}``, ``a_y ~ U{0,.05,..,.45}``, ``b_x ~ U{150,..,240}``,
-``b_y ~ U{.5,.55,..,.95}``.  The market (capacities and curves) is drawn once from
-``params.market_seed``: every instance of every batch built with the same params
-faces the same ASPs, which is what lets an agent learn them.  Episode seeds
-change only the task stream.
+``b_y ~ U{.5,.55,..,.95}`` (the D2SAC code's ``AX_RANGE`` .. ``BY_RANGE``).  The
+market (capacities and curves) is drawn once from ``params.market_seed``
+(``market="drawn"``), or is the D2SAC code's own market (``market="d2sac"``, see
+below): every instance of every batch built with the same params faces the same
+ASPs, which is what lets an agent learn them.  Episode seeds change only the
+task stream.
 
-Tasks arrive as a Poisson process of rate ``arrival_rate_per_s`` (default
-0.0015 /s, the D2SAC code's value); an episode is ``tasks_per_episode`` arrivals
-(default 1000, the paper's "1,000 tasks").  A task asks for ``t`` steps, drawn
-uniformly from ``demand_choices`` ({100, 110, .., 250}), and runs for
-``runtime(t) = (0.001 t^2 + 2.5 t - 14) * 60`` seconds, holding ``t`` units of
-its ASP's capacity until it finishes.
+Tasks arrive as a Poisson process of rate ``arrival_rate_per_s``.  The D2SAC code
+uses ``LAMBDA = 0.001`` /s (``env/config.py``); the default 0.0015 /s of the
+``survey`` preset is gentwin's busier stream, from neither source (the survey's
+"1,000 tasks" over "288 hours" is 0.00096 /s; its "0.288 requests per hour"
+contradicts its own total).  Two episode-length rules (``arrivals``):
+
+* ``"poisson"`` (default): exactly ``tasks_per_episode`` arrivals (default 1000,
+  the survey's "1,000 tasks"), exponential gaps of mean ``1 / arrival_rate_per_s``.
+* ``"window"``: the D2SAC code's rule (``TaskGenerator.reset`` in ``env/task.py``):
+  ``K ~ Poisson(arrival_rate_per_s * window_s)`` (``TOTAL_TIME = 1e6`` s), arrival
+  times ``[0] + sort(K uniforms on [0, window_s))`` floored to whole seconds, i.e.
+  ``1 + K`` arrivals.  The code ends the episode when it draws the last arrival,
+  which is never assigned, so an episode is ``K`` assignments (921-1057 in the
+  code's 5 published episodes at 1000 expected).  ``tasks_per_episode`` is then the
+  most assignments an episode can hold (arrays are sized by it): a ``K`` above it is
+  cut to it (the ``d2sac`` preset's 1300 is 9.5 standard deviations above the mean).
+
+A task asks for ``t`` steps, drawn uniformly from ``demand_choices``
+({100, 110, .., 250}, the code's ``T_RANGE``), and runs for
+``runtime(t) = (0.001 t^2 + 2.5 t - 14) * 60`` seconds (the code's ``RUNTIME``),
+holding ``t`` units of its ASP's capacity until it finishes.
 
 Action Space
 ------------
@@ -63,16 +83,24 @@ All ASPs idle; the first task has arrived.
 
 Episode End
 -----------
-Never terminated; truncated after ``tasks_per_episode`` assignments (a time
-limit: the task stream would continue).
+Never terminated; truncated after ``tasks_per_episode`` assignments
+(``arrivals="poisson"``) or after the episode's ``K`` assignments
+(``arrivals="window"``): a time limit, the task stream would continue.
 
 Arguments
 ---------
 ``gym.make("gentwin/AspSelection-v0", params="reference")`` selects a preset;
 field overrides go as keyword arguments (``num_asps=10``).  Presets:
 
-* ``survey`` (default): capacity uniform in 600..1500 (the survey's text).
-* ``reference``: capacity from {400, 500, .., 900} (the D2SAC code).
+* ``survey`` (default): capacity uniform in 600..1500 (the survey's text,
+  ``sed -n 662p``), arrival rate 0.0015 /s (gentwin's choice, see above), 1000 tasks.
+* ``reference``: capacity from {400, 500, .., 900} (the code's ``TOTAL_T_RANGE``)
+  and its ``LAMBDA = 0.001`` /s, with a market drawn from ``market_seed`` and
+  exactly 1000 tasks per episode.
+* ``d2sac``: the published simulator: the 20 ASPs the D2SAC code draws
+  (``market="d2sac"``, :data:`D2SAC_MARKET`), ``LAMBDA = 0.001`` /s and the code's
+  episode-length rule (``arrivals="window"``, ``window_s = 1e6``).  Its four
+  policies reproduce the code's published returns (``benchmarks/asp_selection.py``).
 
 Info
 ----
@@ -104,6 +132,9 @@ from gentwin.envs.core import (
 )
 
 __all__ = [
+    "ARRIVALS",
+    "D2SAC_MARKET",
+    "MARKETS",
     "AspMarket",
     "AspSelectionEnv",
     "AspSelectionKernel",
@@ -116,6 +147,35 @@ __all__ = [
 ]
 
 
+MARKETS = ("drawn", "d2sac")
+ARRIVALS = ("poisson", "window")
+
+#: The 20 ASPs of the published D2SAC simulator, in its order: capacity (denoising
+#: steps run at once) and quality-curve parameters, exactly as its objects hold them
+#: (the float noise, e.g. 0.15000000000000002, is the code's own ``np.arange`` arithmetic).
+#: Provenance: ``../shared/data/agod_market.json`` (see ``../shared/data/README.md``),
+#: read off the D2SAC code (github Lizonghang/AGOD, ``env/config.py`` seeds NumPy's
+#: global generator with 0, ``env/swarm_manager.py`` builds 1,000 users, each drawing a
+#: location, then 20 ``ServiceProvider`` objects, ``env/service_provider.py``, each
+#: drawing a_x, a_y, b_x, b_y, its capacity ``total_t`` and a location).  Re-deriving
+#: it with that draw order under ``np.random.seed(0)`` gives exactly these numbers.
+D2SAC_MARKET: dict[str, tuple[float, ...]] = {
+    "capacity": (400, 500, 500, 900, 600, 700, 700, 600, 700, 500,
+                 800, 700, 500, 400, 600, 800, 800, 800, 500, 600),
+    "a_x": (10.0, 80.0, 40.0, 0.0, 30.0, 30.0, 90.0, 70.0, 40.0, 30.0,
+            70.0, 0.0, 40.0, 90.0, 40.0, 70.0, 90.0, 10.0, 80.0, 40.0),
+    "a_y": (0.0, 0.45, 0.0, 0.15000000000000002, 0.25, 0.45, 0.25, 0.4, 0.05, 0.0,
+            0.15000000000000002, 0.15000000000000002, 0.35000000000000003, 0.2, 0.4, 0.25, 0.45, 0.45,
+            0.35000000000000003, 0.4),
+    "b_x": (210.0, 200.0, 170.0, 170.0, 160.0, 180.0, 160.0, 190.0, 200.0, 180.0,
+            190.0, 200.0, 170.0, 230.0, 200.0, 220.0, 180.0, 220.0, 160.0, 210.0),
+    "b_y": (0.8000000000000003, 0.6000000000000001, 0.7500000000000002, 0.6000000000000001, 0.8500000000000003,
+            0.5, 0.9500000000000004, 0.8500000000000003, 0.5, 0.8000000000000003,
+            0.8500000000000003, 0.8000000000000003, 0.5, 0.8500000000000003, 0.55,
+            0.9500000000000004, 0.7000000000000002, 0.7500000000000002, 0.55, 0.55),
+}
+
+
 def task_runtime_s(demand: np.ndarray, runtime_scale_s: float = 60.0) -> np.ndarray:
     """Run time of a task asking for ``demand`` denoising steps (D2SAC code)."""
     demand = np.asarray(demand, dtype=np.float64)
@@ -125,7 +185,8 @@ def task_runtime_s(demand: np.ndarray, runtime_scale_s: float = 60.0) -> np.ndar
 def quality_curve(demand, a_x, a_y, b_x, b_y) -> np.ndarray:
     """``q(t)``: 0 below ``a_x``, linear up to ``b_y - a_y`` at ``b_x``, flat above."""
     demand = np.asarray(demand, dtype=np.float64)
-    ramp = (b_y - a_y) * (demand - a_x) / (b_x - a_x)
+    # The D2SAC code's order of operations (env/config.py REWARD), so values match to the ulp.
+    ramp = (b_y - a_y) / (b_x - a_x) * (demand - a_x)
     return np.where(demand < a_x, 0.0, np.where(demand > b_x, b_y - a_y, ramp))
 
 
@@ -150,6 +211,12 @@ class AspSelectionParams:
     b_y_choices: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
     #: Seed of the ASP market (capacities and quality curves), fixed per environment.
     market_seed: int = 0
+    #: "drawn": the market is drawn from market_seed; "d2sac": the D2SAC code's 20 ASPs.
+    market: str = "drawn"
+    #: "poisson": tasks_per_episode arrivals; "window": the D2SAC code's 1 + Poisson(rate * window_s).
+    arrivals: str = "poisson"
+    #: Length of the arrival window of arrivals="window" (the code's TOTAL_TIME), seconds.
+    window_s: float = 1_000_000.0
 
     def __post_init__(self) -> None:
         check_field(self, "num_asps", low=1, high=10_000, integer=True)
@@ -167,6 +234,21 @@ class AspSelectionParams:
         check_field(self, "b_x_choices", low=0.0)
         check_field(self, "b_y_choices", low=0.0)
         check_field(self, "market_seed", low=0, integer=True)
+        check_field(self, "window_s", low=0.0, low_inclusive=False)
+        if self.market not in MARKETS:
+            raise ValueError(f"AspSelectionParams.market = {self.market!r} is invalid: allowed are {MARKETS}")
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"AspSelectionParams.arrivals = {self.arrivals!r} is invalid: allowed are {ARRIVALS}")
+        if self.market == "d2sac" and self.num_asps != len(D2SAC_MARKET["capacity"]):
+            raise ValueError(
+                f"AspSelectionParams.num_asps = {self.num_asps!r} is invalid with market='d2sac': "
+                f"the D2SAC market has {len(D2SAC_MARKET['capacity'])} ASPs"
+            )
+        if self.market == "d2sac" and max(D2SAC_MARKET["capacity"]) > self.capacity_max:
+            raise ValueError(
+                f"AspSelectionParams.capacity_max = {self.capacity_max!r} is invalid with market='d2sac': "
+                f"must be >= {max(D2SAC_MARKET['capacity'])} (observations divide by it)"
+            )
         if max(self.a_x_choices) >= min(self.b_x_choices):
             raise ValueError(
                 f"AspSelectionParams.b_x_choices = {self.b_x_choices!r} is invalid: every b_x "
@@ -186,7 +268,11 @@ class AspSelectionParams:
 
 PRESETS: dict[str, AspSelectionParams] = {
     "survey": AspSelectionParams(),
-    "reference": AspSelectionParams(capacity_min=400, capacity_max=900, capacity_step=100),
+    "reference": AspSelectionParams(capacity_min=400, capacity_max=900, capacity_step=100,
+                                    arrival_rate_per_s=0.001),
+    "d2sac": AspSelectionParams(capacity_min=400, capacity_max=900, capacity_step=100,
+                                arrival_rate_per_s=0.001, market="d2sac", arrivals="window",
+                                window_s=1_000_000.0, tasks_per_episode=1300),
 }
 
 
@@ -204,15 +290,20 @@ class AspMarket:
 
 
 def draw_market(params: AspSelectionParams) -> AspMarket:
-    """Draw the ASP market from ``params.market_seed`` (independent of episode seeds)."""
-    rng = np.random.default_rng(params.market_seed)
-    capacities = np.arange(params.capacity_min, params.capacity_max + 1, params.capacity_step)
-    n = params.num_asps
-    capacity = rng.choice(capacities, size=n).astype(np.int64)
-    a_x = rng.choice(np.asarray(params.a_x_choices, dtype=np.float64), size=n)
-    a_y = rng.choice(np.asarray(params.a_y_choices, dtype=np.float64), size=n)
-    b_x = rng.choice(np.asarray(params.b_x_choices, dtype=np.float64), size=n)
-    b_y = rng.choice(np.asarray(params.b_y_choices, dtype=np.float64), size=n)
+    """The ASP market of ``params``: drawn from ``market_seed`` (independent of episode
+    seeds), or the D2SAC code's (``market="d2sac"``)."""
+    if params.market == "d2sac":
+        capacity = np.asarray(D2SAC_MARKET["capacity"], dtype=np.int64)
+        a_x, a_y, b_x, b_y = (np.asarray(D2SAC_MARKET[k], dtype=np.float64) for k in ("a_x", "a_y", "b_x", "b_y"))
+    else:
+        rng = np.random.default_rng(params.market_seed)
+        capacities = np.arange(params.capacity_min, params.capacity_max + 1, params.capacity_step)
+        n = params.num_asps
+        capacity = rng.choice(capacities, size=n).astype(np.int64)
+        a_x = rng.choice(np.asarray(params.a_x_choices, dtype=np.float64), size=n)
+        a_y = rng.choice(np.asarray(params.a_y_choices, dtype=np.float64), size=n)
+        b_x = rng.choice(np.asarray(params.b_x_choices, dtype=np.float64), size=n)
+        b_y = rng.choice(np.asarray(params.b_y_choices, dtype=np.float64), size=n)
     demand = np.asarray(params.demand_choices, dtype=np.float64)
     quality = quality_curve(demand[None, :], a_x[:, None], a_y[:, None], b_x[:, None], b_y[:, None])
     return AspMarket(capacity, a_x, a_y, b_x, b_y, quality)
@@ -262,8 +353,12 @@ class AspSelectionKernel(BatchedKernel):
         # Dynamic state.
         self.task = np.zeros(B, dtype=np.int64)  # index of the task awaiting assignment
         self.release_ptr = np.zeros(B, dtype=np.int64)
-        # epoch * I + asp of each assigned task; -1 for tasks lost in a crash.
-        self.assignment = np.full((N, B), -1, dtype=np.int64)
+        # Assignments of each instance's episode (tasks_per_episode unless arrivals="window").
+        self.episode_tasks = np.full(B, N, dtype=np.int64)
+        # epoch * I + asp of each assigned task; -1 for tasks lost in a crash.  Row N
+        # takes the write of a step past the episode's end (NEXT_STEP autoreset steps a
+        # finished instance once before resetting it).
+        self.assignment = np.full((N + 1, B), -1, dtype=np.int64)
         self.epoch = np.zeros((B, I), dtype=np.int64)
         self.aggregate = np.zeros((B, I, 4))
         # Episode counters (each crash drops exactly the arriving task).
@@ -302,23 +397,38 @@ class AspSelectionKernel(BatchedKernel):
         p = self.params
         N = p.tasks_per_episode
         R = len(idx)
-        gaps = np.empty((R, N))
+        arrival = np.empty((R, N))
         demand_idx = np.empty((R, N), dtype=np.int64)
+        # The arrival that closes the episode: its releases are the last step's.
+        closing = np.empty(R)
         for k, i in enumerate(idx):  # reset path: one generator per instance (see envs/core.py)
             rng = self.rngs[i]
-            gaps[k] = rng.exponential(1.0 / p.arrival_rate_per_s, size=N)
+            if p.arrivals == "window":
+                # The D2SAC code's TaskGenerator.reset: 1 + K arrivals, whole seconds; the
+                # last one ends the episode unassigned, so K assignments (at least one).
+                count = int(rng.poisson(p.arrival_rate_per_s * p.window_s))
+                times = np.floor(np.concatenate([[0.0], np.sort(rng.random(count) * p.window_s)]))
+                length = min(max(count, 1), N)
+                arrival[k, :length] = times[:length]
+                closing[k] = times[min(length, count)]
+                # Rows past the episode are never current; keep them after it, in order.
+                arrival[k, length:] = closing[k] + 1.0 + np.arange(N - length)
+                self.episode_tasks[i] = length
+            else:
+                arrival[k] = np.cumsum(rng.exponential(1.0 / p.arrival_rate_per_s, size=N))
+                closing[k] = arrival[k, -1]
+                self.episode_tasks[i] = N
             demand_idx[k] = rng.integers(0, self._n_demands, size=N)
         # Everything below is exact array work on the R drawn episodes at once.
-        arrival = np.cumsum(gaps, axis=1)
         runtime = self.runtime_values[demand_idx]
         end = arrival + runtime
         order = np.argsort(end, axis=1, kind="stable")
         # Tasks ended by each arrival: merge the sorted end times with the arrival
         # times; a stable sort puts an end before an equal arrival (end <= arrival).
-        merged = np.argsort(np.concatenate([np.take_along_axis(end, order, axis=1), arrival], axis=1),
-                            axis=1, kind="stable")
+        merged = np.argsort(np.concatenate([np.take_along_axis(end, order, axis=1), arrival, closing[:, None]],
+                                           axis=1), axis=1, kind="stable")
         is_end = merged < N
-        ended = np.cumsum(is_end, axis=1)[~is_end].reshape(R, N)
+        ended = np.cumsum(is_end, axis=1)[~is_end].reshape(R, N + 1)
 
         record = self.task_record
         record[:N, idx, self._ARRIVAL] = arrival.T
@@ -328,15 +438,16 @@ class AspSelectionKernel(BatchedKernel):
         record[:N, idx, self._INV_RUNTIME] = (1.0 / runtime).T
         record[:N, idx, self._END] = end.T
         record[N, idx] = 0.0
-        record[N, idx, self._ARRIVAL] = arrival[:, -1]
+        record[N, idx, self._ARRIVAL] = closing
         self.task_demand_idx[:N, idx] = demand_idx.T
         self.task_obs[:N, idx, 0] = (self.demand_values[demand_idx] / self.demand_max).T
         self.task_obs[:N, idx, 1] = (runtime / self.runtime_max).T
         self.task_obs[N, idx] = 0.0
         self.release_order[:, idx] = order.T
-        self.release_count[:N, idx] = ended.T
-        # After the last task no more releases happen within the episode.
-        self.release_count[N, idx] = ended[:, -1]
+        self.release_count[:N, idx] = ended[:, :N].T
+        # The last step releases what ended by the closing arrival (poisson: the last
+        # task's own, so nothing more; window: the unassigned last arrival).
+        self.release_count[N, idx] = ended[:, N]
         self.task[idx] = 0
         self.release_ptr[idx] = 0
         self.assignment[:, idx] = -1
@@ -411,15 +522,16 @@ class AspSelectionKernel(BatchedKernel):
         self.utility += quality
 
         # Advance to the next arrival and release the tasks that ended before it.
-        self.task = n + 1
-        self._release(self._release_count_flat.take(task_slot + B))
+        # Past an episode's last task the sentinel row N is current (no task, no releases).
+        self.task = np.where(n + 1 >= self.episode_tasks, p.tasks_per_episode, n + 1)
+        self._release(self._release_count_flat.take(self.task * B + self._batch))
 
         info = {
             "quality": quality,
             "crashed": crashed,
             "killed_tasks": killed_tasks,
             "feasible": feasible,
-            "arrived": self.task,
+            "arrived": np.minimum(n + 1, self.episode_tasks),
             "finished": self.finished.copy(),
             "killed": self.killed.copy(),
             "dropped": self.crashes.copy(),
