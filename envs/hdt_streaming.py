@@ -71,7 +71,35 @@ ratios, ``U .. 2U-1`` the diffusion steps (affine maps, Eq. 9)::
     s_u = 1 + round((a_{U+u} + 1) / 2 * (max_steps - 1))
 
 :func:`allocation_to_action` is the inverse.  Actions of inactive user slots
-(multi-step variant) are ignored.
+(multi-step variant) are ignored.  This is ``action_mode="raw"`` (the default,
+the paper's): an action can overspend either budget.
+
+``action_mode="shares"`` keeps the box and the problem (the same allocations
+and reward) but reads the action as shares ``z = (a + 1) / 2`` of the two
+budgets, so that *no action overspends bandwidth or compute*
+(:func:`shares_to_allocation`, inverse :func:`allocation_to_shares`, or the
+kernel's ``action_to_allocation`` / ``allocation_to_action``):
+
+* bandwidth: ``W_u = W_min_u + z_u h_u / sum_v z_v h_v * (B - sum_v W_min_v)``,
+  with ``W_min_u = resolution_min * bitrate_max_mbps / eta_u`` the bandwidth of
+  the lowest resolution and ``h_u = B / n - W_min_u`` the user's headroom in the
+  equal split; ``r_u = min(W_u eta_u / bitrate_max_mbps, resolution_max)``;
+* steps: ``s_u = min(1 + e_u, max_steps)``, where the ``E = floor(C / c) - n``
+  steps beyond one per user are split in proportion to ``z_{U+u}`` and rounded
+  by largest remainder (all ``E`` are handed out).
+
+A share beyond what a user at ``resolution_max`` or ``max_steps`` can use is
+left unspent (the agent can move it to other users).
+
+Every allocation that spends both budgets (or leaves only what users at
+``resolution_max`` / ``max_steps`` cannot use), the optimum among them, has an
+action, so nothing better than the raw mode can reach is lost: spending more
+never lowers QoE.  Equal shares (e.g. ``a = 0``, where Gaussian policies
+start) give the equal split of bandwidth and at least the equal split of
+steps, which meets every QoE threshold.  The thresholds themselves are not
+enforced by the map: other actions can fall short of them and are penalised
+as in the raw mode.  Budget use is feasible up to round-off far below
+``feasibility_tol``.
 
 Observation Space
 -----------------
@@ -112,6 +140,12 @@ to the budget or to ``QoE_max``) is numerical round-off of float32 actions and
 is not penalised.  A feasible allocation has zero penalty: its reward is its
 total QoE.
 
+``reward_scale="per_user"`` divides the reward by ``num_users`` (a constant),
+so QoE is per user slot (at most ``QoE_max`` = 2 by default) and the order of
+all actions and returns, every bound included once divided the same way, is
+unchanged; ``"none"`` (default) keeps total QoE.  ``info["unscaled_reward"]``
+and ``episode_summary["unscaled_return"]`` are in the unscaled units.
+
 Starting State
 --------------
 One-step design (``horizon = 1``, the paper's): every user slot is active and
@@ -144,6 +178,16 @@ field overrides go as keyword arguments (``max_steps=30``).  Presets:
 paper's Fig. 4 b sweep) and ``dynamic`` (10 slots, 50-step episodes with users
 joining and leaving).
 
+Options that make the problem learnable without changing it (see Action Space
+and Rewards), e.g. ``gym.make(id, action_mode="shares", reward_scale="per_user")``:
+
+=================  ==========================  ================================
+field              values (default first)      what it changes
+=================  ==========================  ================================
+``action_mode``    ``"raw"``, ``"shares"``     how an action becomes an allocation
+``reward_scale``   ``"none"``, ``"per_user"``  reward divided by ``num_users``
+=================  ==========================  ================================
+
 Info
 ----
 Per step, arrays over user slots: ``resolution``, ``steps``,
@@ -152,9 +196,10 @@ Per step, arrays over user slots: ``resolution``, ``steps``,
 ``feasible``, ``bandwidth_used_mhz``, ``bandwidth_available_mhz``,
 ``compute_used_tflops``, ``compute_available_tflops``,
 ``bandwidth_excess_mhz``, ``compute_excess_tflops``,
-``threshold_violations`` (count of users below threshold), ``active_users``.
+``threshold_violations`` (count of users below threshold), ``active_users``,
+``unscaled_reward`` (the reward before ``reward_scale``).
 At episode end, ``episode_summary``: ``return``, ``length``, ``total_qoe``
-(sum over steps), ``mean_total_qoe`` (per step), ``penalty``,
+(sum over steps), ``unscaled_return``, ``mean_total_qoe`` (per step), ``penalty``,
 ``violation_rate`` (share of infeasible steps), ``mean_active_users``.
 
 Version History
@@ -169,7 +214,7 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-from gentwin.envs.core import BatchedKernel, KernelEnv, KernelVectorEnv, check_field
+from gentwin.envs.core import BatchedKernel, KernelEnv, KernelVectorEnv, check_choice, check_field
 
 __all__ = [
     "PRESETS",
@@ -178,15 +223,22 @@ __all__ = [
     "HdtStreamingKernel",
     "HdtStreamingParams",
     "HdtStreamingVectorEnv",
+    "ACTION_MODES",
+    "REWARD_SCALES",
     "action_to_allocation",
     "allocation_metrics",
     "allocation_to_action",
+    "allocation_to_shares",
     "fair_share_allocation",
+    "shares_to_allocation",
     "similarity",
     "spectral_efficiency",
 ]
 
 SIMILARITY_SHAPES = ("exponential", "rational")
+#: Options that make the problem learnable (see the module docstring).
+ACTION_MODES = ("raw", "shares")
+REWARD_SCALES = ("none", "per_user")
 
 
 def spectral_efficiency(snr_db) -> np.ndarray:
@@ -224,6 +276,10 @@ class HdtStreamingParams:
     penalty_compute_per_tflops: float = 1.0
     penalty_threshold_per_qoe: float = 5.0
     feasibility_tol: float = 1e-5
+    #: "raw": the paper's affine map (Eq. 9); "shares": shares of both budgets.
+    action_mode: str = "raw"
+    #: "none" or "per_user" (reward divided by num_users).
+    reward_scale: str = "none"
     #: Allocations per episode: 1 is the paper's one-step (contextual) design.
     horizon: int = 1
     #: One-step contexts drawn at once per instance (a cheap reset).
@@ -266,6 +322,8 @@ class HdtStreamingParams:
         check_field(self, "penalty_compute_per_tflops", low=0.0)
         check_field(self, "penalty_threshold_per_qoe", low=0.0)
         check_field(self, "feasibility_tol", low=0.0, high=0.01)
+        check_choice(self, "action_mode", ACTION_MODES)
+        check_choice(self, "reward_scale", REWARD_SCALES)
         check_field(self, "horizon", low=1, high=1_000_000, integer=True)
         check_field(self, "context_block", low=1, high=100_000, integer=True)
         check_field(self, "initial_active_prob", low=0.0, high=1.0)
@@ -363,6 +421,119 @@ def allocation_to_action(params: HdtStreamingParams, resolution, steps) -> np.nd
     a_r = 2.0 * (r - params.resolution_min) / span - 1.0 if span > 0 else np.zeros_like(r)
     a_s = 2.0 * (s - 1.0) / (params.max_steps - 1) - 1.0 if params.max_steps > 1 else np.zeros_like(s)
     return np.clip(np.concatenate([a_r, a_s], axis=-1), -1.0, 1.0).astype(np.float32)
+
+
+def _minimum_bandwidth(params: HdtStreamingParams, snr_db, active) -> np.ndarray:
+    """MHz each active user needs for ``resolution_min`` (Eq. 1-3); 0 for empty slots."""
+    eta = spectral_efficiency(snr_db)
+    return np.where(active, params.resolution_min * params.bitrate_max_mbps / eta, 0.0)
+
+
+def _extra_steps(params: HdtStreamingParams, active, compute_tflops) -> np.ndarray:
+    """Steps the compute budget affords beyond one per active user, ``(...)`` integers."""
+    n = np.asarray(active, dtype=bool).sum(axis=-1)
+    total = np.floor(np.asarray(compute_tflops) / params.compute_per_step_tflops * (1 + 1e-12))
+    return np.maximum(total.astype(np.int64) - n, 0)
+
+
+def _normalised_shares(z, prior) -> np.ndarray:
+    """``z prior / sum(z prior)`` over the users (``prior / sum prior`` where that sum is 0).
+
+    ``prior`` is 0 for empty slots and positive otherwise.
+    """
+    weight = z * prior
+    total = weight.sum(axis=-1, keepdims=True)
+    prior_total = np.maximum(prior.sum(axis=-1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, weight / total, prior / prior_total)
+
+
+def _bandwidth_headroom(params: HdtStreamingParams, w_min, active, bandwidth_mhz) -> np.ndarray:
+    """``B / n - W_min_u``: what the equal split gives a user above its minimum (floored > 0)."""
+    n = np.maximum(np.asarray(active).sum(axis=-1, keepdims=True), 1)
+    fair = np.asarray(bandwidth_mhz, dtype=np.float64)[..., None] / n
+    # The floor keeps a user on the worst possible channel reachable (weight > 0).
+    return np.where(active, np.maximum(fair - w_min, 1e-9 * fair), 0.0)
+
+
+def shares_to_allocation(
+    params: HdtStreamingParams, action, snr_db, active, bandwidth_mhz, compute_tflops
+) -> tuple[np.ndarray, np.ndarray]:
+    """``action_mode="shares"``: actions ``(B, 2U)`` -> allocations within both budgets.
+
+    ``z = (a + 1) / 2``; user ``u`` gets the bandwidth ``W_min_u`` its
+    ``resolution_min`` needs plus the share ``z_u h_u / sum_v z_v h_v`` of the
+    rest, weighted by its headroom ``h_u = B / n - W_min_u`` under the equal
+    split (resolution capped at ``resolution_max``), and one step plus the share
+    ``z_{U+u} / sum_v z_{U+v}`` of the remaining whole steps, rounded by largest
+    remainder so that all of them are handed out (capped at ``max_steps``).
+    Equal ``z`` (e.g. ``a = 0``) therefore gives the equal split of bandwidth
+    and at least the equal split of steps.  Empty slots are ignored.
+    """
+    p = params
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    U = p.num_users
+    active = np.asarray(active, dtype=bool)
+    z = (a + 1.0) / 2.0
+    eta = spectral_efficiency(snr_db)
+    w_min = _minimum_bandwidth(p, snr_db, active)
+    rest = np.maximum(np.asarray(bandwidth_mhz, dtype=np.float64) - w_min.sum(axis=-1), 0.0)
+    headroom = _bandwidth_headroom(p, w_min, active, bandwidth_mhz)
+    bandwidth = w_min + _normalised_shares(z[..., :U], headroom) * rest[..., None]
+    resolution = np.clip(bandwidth * eta / p.bitrate_max_mbps, p.resolution_min, p.resolution_max)
+    extra = _extra_steps(p, active, compute_tflops)
+    x = _normalised_shares(z[..., U:], active.astype(np.float64)) * extra[..., None]
+    whole = np.floor(x)
+    # Largest remainder: the steps the floors left go to the largest fractions.
+    left = extra - np.where(active, whole, 0.0).sum(axis=-1)
+    remainder = np.where(active, x - whole, -np.inf)
+    rank = np.argsort(np.argsort(-remainder, axis=-1, kind="stable"), axis=-1, kind="stable")
+    whole = whole + (rank < left[..., None])
+    steps = np.where(active, np.minimum(1 + whole, p.max_steps), 1).astype(np.int64)
+    return np.where(active, resolution, p.resolution_min), steps
+
+
+def allocation_to_shares(
+    params: HdtStreamingParams, resolution, steps, snr_db, active, bandwidth_mhz, compute_tflops
+) -> np.ndarray:
+    """Inverse of :func:`shares_to_allocation` (float64 actions in [-1, 1]).
+
+    An allocation that spends both budgets (or leaves only what users at
+    ``resolution_max`` / ``max_steps`` cannot use) maps back to itself; the
+    budget it leaves unspent otherwise is handed out pro rata, so the action
+    plays an allocation with at least its resources.
+    """
+    p = params
+    active = np.asarray(active, dtype=bool)
+    eta = spectral_efficiency(snr_db)
+    w_min = _minimum_bandwidth(p, snr_db, active)
+    rest = np.maximum(np.asarray(bandwidth_mhz, dtype=np.float64) - w_min.sum(axis=-1), 0.0)
+    bandwidth = np.asarray(resolution, dtype=np.float64) * p.bitrate_max_mbps / eta
+    headroom = _bandwidth_headroom(p, w_min, active, bandwidth_mhz)
+    bw_share = _spend_leftover(np.where(active, np.maximum(bandwidth - w_min, 0.0), 0.0), rest,
+                               active & (np.asarray(resolution) >= p.resolution_max), headroom)
+    extra = _extra_steps(p, active, compute_tflops)
+    step_share = _spend_leftover(np.where(active, np.maximum(np.asarray(steps) - 1.0, 0.0), 0.0),
+                                 extra.astype(np.float64), active & (np.asarray(steps) >= p.max_steps),
+                                 active.astype(np.float64))
+    z = np.concatenate([bw_share, step_share], axis=-1)
+    return 2.0 * z - 1.0
+
+
+def _spend_leftover(used, budget, saturated, prior) -> np.ndarray:
+    """Shares ``z`` in [0, 1] (largest 1) with ``z prior`` in proportion to ``used``.
+
+    What ``used`` leaves of the budget goes to the saturated users (who cannot
+    use it), or pro rata when there are none.
+    """
+    left = np.maximum(budget - used.sum(axis=-1), 0.0)
+    n_sat = saturated.sum(axis=-1)
+    give = np.where(n_sat > 0, left / np.maximum(n_sat, 1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(prior > 0, (used + np.where(saturated, give[..., None], 0.0)) / prior, 0.0)
+    top = share.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(top > 0, share / top, 0.0)
 
 
 def fair_share_allocation(params: HdtStreamingParams, snr_db, active, bandwidth_mhz, compute_tflops):
@@ -487,6 +658,7 @@ class HdtStreamingKernel(BatchedKernel):
         self.t = np.zeros(B, dtype=np.int64)
         # Episode accumulators.
         self.sum_total_qoe = np.zeros(B)
+        self.sum_unscaled_reward = np.zeros(B)
         self.sum_penalty = np.zeros(B)
         self.infeasible_steps = np.zeros(B, dtype=np.int64)
         self.sum_active = np.zeros(B)
@@ -577,6 +749,7 @@ class HdtStreamingKernel(BatchedKernel):
         self._load_context(idx)
         self.t[idx] = 0
         self.sum_total_qoe[idx] = 0.0
+        self.sum_unscaled_reward[idx] = 0.0
         self.sum_penalty[idx] = 0.0
         self.infeasible_steps[idx] = 0
         self.sum_active[idx] = 0.0
@@ -612,20 +785,45 @@ class HdtStreamingKernel(BatchedKernel):
         }
 
     # -- step ----------------------------------------------------------------------------
+    def action_to_allocation(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actions ``(B, 2U)`` -> resolution ratios and steps in the current contexts (``action_mode``)."""
+        if self.params.action_mode == "shares":
+            return shares_to_allocation(
+                self.params, actions, self.snr_db, self.active,
+                self.bandwidth_available_mhz, self.compute_available_tflops,
+            )
+        return action_to_allocation(self.params, actions)
+
+    def allocation_to_action(self, resolution, steps) -> np.ndarray:
+        """Inverse of :meth:`action_to_allocation` in the current contexts (float32)."""
+        if self.params.action_mode == "shares":
+            return allocation_to_shares(
+                self.params, resolution, steps, self.snr_db, self.active,
+                self.bandwidth_available_mhz, self.compute_available_tflops,
+            ).astype(np.float32)
+        return allocation_to_action(self.params, resolution, steps)
+
+    @property
+    def reward_divisor(self) -> float:
+        """Positive constant the reward is divided by (``reward_scale``)."""
+        return float(self.params.num_users) if self.params.reward_scale == "per_user" else 1.0
+
     def _step(self, actions: np.ndarray):
         p = self.params
-        resolution, steps = action_to_allocation(p, actions)
+        resolution, steps = self.action_to_allocation(actions)
         m = allocation_metrics(
             p, resolution, steps, self.snr_db, self.complexity, self.threshold, self.active,
             self.bandwidth_available_mhz, self.compute_available_tflops,
         )
-        reward = m.pop("reward")
+        m["unscaled_reward"] = m.pop("reward")
+        reward = m["unscaled_reward"] / self.reward_divisor
         info = m
         info["threshold"] = self.threshold.copy()
         info["bandwidth_available_mhz"] = self.bandwidth_available_mhz.copy()
         info["compute_available_tflops"] = self.compute_available_tflops.copy()
         info["active_users"] = self.active.sum(axis=1)
         self.sum_total_qoe += info["total_qoe"]
+        self.sum_unscaled_reward += info["unscaled_reward"]
         self.sum_penalty += info["penalty"]
         self.infeasible_steps += ~info["feasible"]
         self.sum_active += info["active_users"]
@@ -645,6 +843,7 @@ class HdtStreamingKernel(BatchedKernel):
         length = np.maximum(self.episode_length[idx], 1)
         return {
             "total_qoe": self.sum_total_qoe[idx].copy(),
+            "unscaled_return": self.sum_unscaled_reward[idx].copy(),
             "mean_total_qoe": self.sum_total_qoe[idx] / length,
             "penalty": self.sum_penalty[idx].copy(),
             "violation_rate": self.infeasible_steps[idx] / length,
