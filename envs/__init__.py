@@ -3,6 +3,11 @@
 Every id is registered with an ``entry_point`` (single env, B = 1) and a
 ``vector_entry_point`` (the native batched ``VectorEnv`` of the same kernel), so
 ``gym.make_vec(id, num_envs=B)`` never falls back to a Python loop of envs.
+
+The PettingZoo environments are created with :func:`make_parallel` or, in
+PettingZoo's module convention, with ``parallel_env(**kwargs)`` / ``env(**kwargs)``
+(AEC) of :mod:`gentwin.envs.model_caching_ma_v0` and
+:mod:`gentwin.envs.task_offloading_ma_v0`.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ seed ``s`` seeds instance ``i`` with ``s + i`` -- the convention of Gymnasium's
 ``SyncVectorEnv`` and of SB3's ``VecEnv.seed``.  Hence instance ``i`` of a batch
 seeded ``s`` produces exactly the trajectory of a single environment reset with
 ``seed=s + i``, whatever ``B`` is, and a native vector env is bit-identical to a
-``SyncVectorEnv`` of single envs seeded the same way.  Later resets without a
-seed continue the instance's own generator, as ``gymnasium.Env`` does.
+``SyncVectorEnv`` of single envs seeded the same way in the same ``autoreset_mode``.
+Later resets without a seed continue the instance's own generator, as
+``gymnasium.Env`` does.  Seeds are Python or NumPy non-negative integers in every view.
 
 All random draws happen in :meth:`BatchedKernel._reset_instances` (and, for
 kernels that need fresh randomness during an episode, in per-instance blocks
@@ -31,12 +32,34 @@ per episode per instance, while :meth:`BatchedKernel.step` stays pure array code
 
 Autoreset
 ---------
-The vector views reset finished instances within the same ``step`` call
-(Gymnasium's ``AutoresetMode.SAME_STEP``, and what SB3 expects): the returned
-observation is the first of the new episode; the last observation of the old
-one is in ``info["final_obs"]`` (Gymnasium) or ``info["terminal_observation"]``
-(SB3), and the episode summary in ``info["final_info"]["episode_summary"]``
-(Gymnasium) or ``info["episode"]`` (SB3).
+The native vector env takes ``autoreset_mode`` (``gym.make_vec(id, num_envs=B,
+autoreset_mode=AutoresetMode.NEXT_STEP)``, the way Gymnasium passes arguments to a
+``vector_entry_point``) and declares it in ``metadata["autoreset_mode"]``:
+``SAME_STEP`` (the default, and the only mode of the SB3 view, which is what SB3
+expects), ``NEXT_STEP`` (Gymnasium's default, which its vector observation
+wrappers require) or ``DISABLED``.  In ``SAME_STEP`` the returned observation is
+the first of the new episode; the last one of the old episode is in
+``info["final_obs"]`` (Gymnasium) or ``info["terminal_observation"]`` (SB3), and
+the episode summary in ``info["final_info"]["episode_summary"]`` (Gymnasium) or
+``info["episode"]`` (SB3).  In ``NEXT_STEP`` and ``DISABLED`` the summary is in
+``info["episode_summary"]`` of the finishing step.  See :class:`KernelVectorEnv`.
+
+A kernel's ``_step`` must accept instances whose episode has ended (``NEXT_STEP``
+steps them once with the batch, discards the result and resets them) and must
+draw no randomness.
+
+Copies
+------
+``copy.deepcopy`` and ``pickle`` of every view are exact, mid-episode included:
+array attributes that share memory (flat views used for cheap gathers) are
+restored as views of one buffer (:class:`ExactCopy`).
+
+Actions
+-------
+One rule per space kind, the same in every view (:func:`check_actions`): integers
+only for ``Discrete``/``MultiDiscrete``/``MultiBinary``, float arrays for ``Box``,
+exactly the space's shape, every value in the space; anything else raises
+:class:`InvalidActionError` naming the action (or instance, or agent) and its value.
 """
 
 from __future__ import annotations
@@ -62,8 +85,10 @@ __all__ = [
     "KernelParallelEnv",
     "KernelSB3VecEnv",
     "KernelVectorEnv",
+    "check_actions",
     "check_choice",
     "check_field",
+    "check_seed",
     "make_sb3_vec_env",
 ]
 
@@ -126,6 +151,15 @@ def check_choice(params: Any, name: str, allowed: Sequence[str]) -> None:
         )
 
 
+def check_seed(seed: Any) -> int | None:
+    """``None`` or the seed as a Python int; every view accepts Python and NumPy integers."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed = {seed!r} is invalid: must be a non-negative integer (Python or NumPy) or None")
+    return int(seed)
+
+
 def _check_num_envs(num_envs: Any) -> int:
     if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs = {num_envs!r} is invalid: must be an integer >= 1")
@@ -133,9 +167,78 @@ def _check_num_envs(num_envs: Any) -> int:
 
 
 # ---------------------------------------------------------------------------
+# Exact copies: arrays that share memory keep sharing it
+# ---------------------------------------------------------------------------
+def _memory_owner(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+class ExactCopy:
+    """``copy.deepcopy`` and ``pickle`` that keep the memory layout of array attributes.
+
+    NumPy copies and pickles every array on its own, so two attributes that are
+    views of one buffer (a kernel's state and a flat view of it used for cheap
+    gathers) come back as independent arrays: writes through one no longer reach
+    the other and the copy silently runs different dynamics.  Here every group of
+    array attributes sharing a buffer is stored as that buffer once plus each
+    member's offset, shape and strides, and rebuilt as views of the restored buffer.
+    Read-only flags are restored too.
+    """
+
+    _SHARED = "__gentwin_shared_arrays__"
+    _READONLY = "__gentwin_readonly_arrays__"
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        groups: dict[int, list[str]] = {}
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                groups.setdefault(id(_memory_owner(value)), []).append(key)
+        shared = []
+        for keys in groups.values():
+            if len(keys) < 2:
+                continue
+            owner = _memory_owner(state[keys[0]])
+            if not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+                raise TypeError(
+                    f"{type(self).__name__}: attributes {keys} share a non-contiguous buffer "
+                    f"that cannot be copied exactly"
+                )
+            start = owner.__array_interface__["data"][0]
+            members = []
+            for key in keys:
+                a = state.pop(key)
+                offset = a.__array_interface__["data"][0] - start
+                members.append((key, offset, a.shape, a.strides, a.dtype, bool(a.flags.writeable)))
+            shared.append((owner, members))
+        state[self._SHARED] = shared
+        state[self._READONLY] = [
+            key for key, value in state.items() if isinstance(value, np.ndarray) and not value.flags.writeable
+        ]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        shared = state.pop(self._SHARED, [])
+        readonly = state.pop(self._READONLY, [])
+        self.__dict__.update(state)
+        for key in readonly:
+            self.__dict__[key].flags.writeable = False
+        for owner, members in shared:
+            # An F-ordered buffer is the C-ordered buffer of its transpose.
+            buffer = owner if owner.flags.c_contiguous else owner.T
+            for key, offset, shape, strides, dtype, writeable in members:
+                view = np.ndarray(shape, dtype, buffer=buffer, offset=offset, strides=strides)
+                view.flags.writeable = writeable
+                self.__dict__[key] = view
+
+
+# ---------------------------------------------------------------------------
 # The kernel
 # ---------------------------------------------------------------------------
-class BatchedKernel(abc.ABC):
+class BatchedKernel(ExactCopy, abc.ABC):
     """Dynamics of one environment family over ``num_envs`` independent instances.
 
     Subclasses set :attr:`params_class` (a frozen dataclass) and :attr:`presets`
@@ -184,6 +287,7 @@ class BatchedKernel(abc.ABC):
                 )
             params = cls.presets[params]
         elif isinstance(params, dict):
+            cls._check_field_names(params)
             params = cls.params_class(**params)
         elif not isinstance(params, cls.params_class):
             raise ValueError(
@@ -191,8 +295,18 @@ class BatchedKernel(abc.ABC):
                 f"a preset name in {sorted(cls.presets)} or a dict of fields"
             )
         if overrides:
+            cls._check_field_names(overrides)
             params = dataclasses.replace(params, **overrides)
         return params
+
+    @classmethod
+    def _check_field_names(cls, fields: dict) -> None:
+        names = [f.name for f in dataclasses.fields(cls.params_class)]
+        unknown = [k for k in fields if k not in names]
+        if unknown:
+            raise ValueError(
+                f"{cls.params_class.__name__} has no field {unknown[0]!r}: allowed fields are {names}"
+            )
 
     # -- to implement ---------------------------------------------------------
     @abc.abstractmethod
@@ -233,11 +347,10 @@ class BatchedKernel(abc.ABC):
         if idx is None:
             idx = np.arange(self.num_envs)
         idx = np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx, dtype=np.int64)
+        seed = check_seed(seed)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise ValueError(f"seed = {seed!r} is invalid: must be a non-negative integer or None")
             for k, i in enumerate(idx):
-                self.rngs[i] = seeding.np_random(int(seed) + k)[0]
+                self.rngs[i] = seeding.np_random(seed + k)[0]
         if idx.size:
             self._reset_instances(idx)
         self.episode_return[idx] = 0.0
@@ -256,7 +369,16 @@ class BatchedKernel(abc.ABC):
         """Validate ``actions`` (leading axis ``B``) and advance every instance."""
         if not self._has_reset:
             raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
-        actions = self.validate_actions(actions)
+        return self.step_checked(self.validate_actions(actions))
+
+    def step_checked(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Advance every instance by actions already checked by :func:`check_actions`.
+
+        The views check actions themselves (so errors speak of the user's action) and
+        call this.
+        """
+        if not self._has_reset:
+            raise RuntimeError(f"{type(self).__name__}.step() called before reset()")
         reward, terminated, truncated, info = self._step(actions)
         self.episode_return += reward
         self.episode_length += 1
@@ -284,80 +406,125 @@ class BatchedKernel(abc.ABC):
     def validate_actions(self, actions: Any) -> np.ndarray:
         """Return ``actions`` as an array of shape ``(B, *action_shape)``.
 
-        Raises :class:`InvalidActionError` naming the first offending instance
-        and its value.  Nothing is clipped or wrapped.
+        Applies the rule of :func:`check_actions`; raises :class:`InvalidActionError`
+        naming the first offending instance and its value.  Nothing is clipped or wrapped.
         """
-        space = self.single_action_space
-        name = type(self).__name__
-        arr = np.asarray(actions)
-        expected = (self.num_envs, *space.shape)
-        if arr.shape != expected:
-            # Accept the obvious (B,) <-> (B, 1) mismatch of Discrete actions from SB3.
-            if isinstance(space, spaces.Discrete) and arr.shape == (self.num_envs, 1):
-                arr = arr.reshape(self.num_envs)
-            else:
-                raise InvalidActionError(
-                    f"{name}: actions have shape {arr.shape}, expected {expected} "
-                    f"(num_envs={self.num_envs}, action space {space})"
-                )
-        if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
-            if arr.dtype.kind == "f":
-                finite = np.isfinite(arr)
-                integral = finite & (arr == np.round(np.where(finite, arr, 0)))
-                bad = ~integral.reshape(self.num_envs, -1).all(axis=1)
-                if bad.any():
-                    i = int(np.argmax(bad))
-                    raise InvalidActionError(
-                        f"{name}: action of instance {i} is {arr[i]!r}, expected integers "
-                        f"in {space}"
-                    )
-                arr = arr.astype(np.int64)
-            elif arr.dtype.kind not in "biu":
-                raise InvalidActionError(
-                    f"{name}: actions have dtype {arr.dtype}, expected integers for {space}"
-                )
-            arr = arr.astype(np.int64, copy=False)
-            if isinstance(space, spaces.Discrete):
-                lo, hi = int(space.start), int(space.start + space.n - 1)
-                bad = (arr < lo) | (arr > hi)
-            elif isinstance(space, spaces.MultiDiscrete):
-                bad = ((arr < space.start) | (arr >= space.start + space.nvec)).reshape(
-                    self.num_envs, -1
-                ).any(axis=1)
-            else:
-                bad = ((arr != 0) & (arr != 1)).reshape(self.num_envs, -1).any(axis=1)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise InvalidActionError(
-                    f"{name}: action of instance {i} is {arr[i]!r}, outside {space}"
-                )
-            return arr
-        if isinstance(space, spaces.Box):
-            if arr.dtype.kind not in "biuf":
-                raise InvalidActionError(
-                    f"{name}: actions have dtype {arr.dtype}, expected a float array for {space}"
-                )
-            arr = arr.astype(np.float64, copy=False)
-            flat = arr.reshape(self.num_envs, -1)
-            nan = ~np.isfinite(flat).all(axis=1)
-            if nan.any():
-                i = int(np.argmax(nan))
-                raise InvalidActionError(
-                    f"{name}: action of instance {i} contains NaN or inf: {arr[i]!r}"
-                )
-            low = np.broadcast_to(space.low, space.shape).reshape(-1)
-            high = np.broadcast_to(space.high, space.shape).reshape(-1)
-            # float32 spaces: accept values that round into the bounds.
-            tol = 1e-6 * np.maximum(1.0, np.abs(np.concatenate([low, high])).max())
-            out = ((flat < low - tol) | (flat > high + tol)).any(axis=1)
-            if out.any():
-                i = int(np.argmax(out))
-                raise InvalidActionError(
-                    f"{name}: action of instance {i} is {arr[i]!r}, outside the bounds "
-                    f"[{space.low.min()}, {space.high.max()}] of {space}"
-                )
-            return arr
-        raise TypeError(f"{name}: unsupported action space {space}")
+        return check_actions(self.single_action_space, actions, self.num_envs, type(self).__name__)
+
+
+# ---------------------------------------------------------------------------
+# The action rule, one per space kind, shared by every view
+# ---------------------------------------------------------------------------
+def _allowed(space: spaces.Space) -> str:
+    """What a valid action of ``space`` is, in words (for error messages)."""
+    if isinstance(space, spaces.Discrete):
+        lo = int(space.start)
+        return f"an integer in [{lo}, {lo + int(space.n) - 1}] (a Python or NumPy integer, not a float or bool)"
+    if isinstance(space, spaces.MultiDiscrete):
+        return f"an integer array of shape {space.shape} with entry k in [start_k, start_k + nvec_k - 1]"
+    if isinstance(space, spaces.MultiBinary):
+        return f"an integer array of shape {space.shape} with entries 0 or 1"
+    if isinstance(space, spaces.Box):
+        return (
+            f"a float array of shape {space.shape}, finite and inside [low, high] once rounded to "
+            f"{np.dtype(space.dtype).name} (integer and bool arrays are rejected)"
+        )
+    return str(space)
+
+
+def check_actions(
+    space: spaces.Space, actions: Any, num_envs: int | None, who: str, label: str | None = None
+) -> np.ndarray:
+    """The action rule of every gentwin view; returns the kernel's ``(B, *shape)`` array.
+
+    ``num_envs=None`` checks one action (single env, one PettingZoo agent) and
+    returns it with a leading batch axis of 1; otherwise ``actions`` holds one
+    action per instance.  What is accepted, per space kind:
+
+    * ``Discrete``: integers only -- a Python int, a NumPy integer or a 0-d integer
+      array for one action, an integer array of shape ``(B,)`` (or SB3's ``(B, 1)``)
+      for a batch.  Floats (even ``3.0``), bools, strings, ``None`` and ``[3]`` raise.
+    * ``MultiDiscrete`` / ``MultiBinary``: integer arrays (or nested lists of
+      ints) of exactly the space's shape (with the batch axis in front for a batch),
+      every entry in range.  Float and bool arrays raise.
+    * ``Box``: float arrays (float16/32/64) or nested lists of Python numbers, of
+      exactly the space's shape, finite, and inside ``[low, high]`` after rounding to
+      the space's dtype (so a float64 value that rounds onto a float32 bound is
+      accepted, a float32 value above ``high`` is not).  Integer and bool *arrays*
+      raise (as Gymnasium's ``Box.contains`` rejects them).  The kernel receives the
+      values as given, in float64.
+
+    Errors are :class:`InvalidActionError` and speak of the user's action: its shape
+    against the expected one, its dtype, or the offending instance (``label``, by
+    default ``instance i``) and its value.
+    """
+    single = num_envs is None
+    is_box = isinstance(space, spaces.Box)
+    if not isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise TypeError(f"{who}: unsupported action space {space}")
+    noun = f"action of {label}" if label else ("action" if single else "actions")
+    given = actions
+    arr = np.asarray(actions)
+    if is_box and arr.dtype.kind in "iu" and not isinstance(given, (np.ndarray, np.generic)):
+        # Python numbers (e.g. a list [0, 1]) are read as floats, as Gymnasium does.
+        arr = arr.astype(np.float64)
+    kind = arr.dtype.kind
+    if (is_box and kind != "f") or (not is_box and kind not in "iu"):
+        expected = "a float array" if is_box else "integers"
+        raise InvalidActionError(
+            f"{who}: {noun} {given!r} {'has' if single else 'have'} dtype {arr.dtype}, "
+            f"expected {expected} for {space}: {_allowed(space)}"
+        )
+    shape = space.shape
+    n = 1 if single else num_envs
+    expected_shape = shape if single else (num_envs, *shape)
+    if arr.shape != expected_shape:
+        if not single and isinstance(space, spaces.Discrete) and arr.shape == (num_envs, 1):
+            arr = arr.reshape(num_envs)  # SB3 sometimes hands Discrete actions as (B, 1)
+        elif single:
+            raise InvalidActionError(
+                f"{who}: {noun} has shape {arr.shape}, expected {shape} for {space}: {_allowed(space)}"
+            )
+        else:
+            raise InvalidActionError(
+                f"{who}: actions have shape {arr.shape}, expected {expected_shape}: one action of "
+                f"shape {shape} per instance (num_envs={num_envs}, action space {space})"
+            )
+    arr = arr.reshape(n, *shape)
+    if is_box:
+        flat = arr.reshape(n, -1)
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InvalidActionError(
+                f"{who}: action of {label or f'instance {i}'} contains NaN or inf: {arr[i]!r}"
+            )
+        rounded = flat.astype(space.dtype, copy=False)
+        low = space.low.reshape(-1)
+        high = space.high.reshape(-1)
+        bad = ((rounded < low) | (rounded > high)).any(axis=1)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InvalidActionError(
+                f"{who}: action of {label or f'instance {i}'} is {arr[i]!r}, outside the bounds "
+                f"[{space.low.min()}, {space.high.max()}] of {space}"
+            )
+        return arr.astype(np.float64, copy=False)
+    arr = arr.astype(np.int64, copy=False)
+    if isinstance(space, spaces.Discrete):
+        lo = int(space.start)
+        bad = (arr < lo) | (arr > lo + int(space.n) - 1)
+    elif isinstance(space, spaces.MultiDiscrete):
+        bad = ((arr < space.start) | (arr >= space.start + space.nvec)).reshape(n, -1).any(axis=1)
+    else:
+        bad = ((arr != 0) & (arr != 1)).reshape(n, -1).any(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = arr[i] if not single else (given if np.ndim(given) == 0 else arr[0])
+        raise InvalidActionError(
+            f"{who}: action of {label or f'instance {i}'} is {value!r}, outside {space}: {_allowed(space)}"
+        )
+    return arr
 
 
 # ---------------------------------------------------------------------------
@@ -395,7 +562,7 @@ def _make_kernel(kernel_class: type[BatchedKernel], params: Any, num_envs: int, 
 # ---------------------------------------------------------------------------
 # View 1: gymnasium.Env (B = 1)
 # ---------------------------------------------------------------------------
-class KernelEnv(gym.Env):
+class KernelEnv(ExactCopy, gym.Env):
     """A single environment: the kernel with one instance.
 
     ``params`` is a params instance, a preset name or a dict; further keyword
@@ -408,6 +575,12 @@ class KernelEnv(gym.Env):
     def __init__(self, params: Any = None, render_mode: str | None = None, **overrides: Any):
         if render_mode is not None:
             raise ValueError(f"render_mode = {render_mode!r} is invalid: gentwin envs do not render")
+        if "autoreset_mode" in overrides:
+            raise ValueError(
+                f"autoreset_mode = {overrides['autoreset_mode']!r} is invalid here: a single env does not "
+                f"autoreset; for gym.make_vec(..., vectorization_mode='sync' or 'async') pass "
+                f"vector_kwargs={{'autoreset_mode': ...}}, for the native vector env autoreset_mode=..."
+            )
         self.kernel = _make_kernel(self.kernel_class, params, 1, overrides)
         self.params = self.kernel.params
         self.observation_space = self.kernel.single_observation_space
@@ -415,6 +588,7 @@ class KernelEnv(gym.Env):
         self.render_mode = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        seed = check_seed(seed)  # NumPy integers too, as the vector views accept them
         super().reset(seed=seed)
         if seed is not None:
             self.kernel.reset(seed=seed)
@@ -428,7 +602,8 @@ class KernelEnv(gym.Env):
         return self.kernel.observe()[0], {}
 
     def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.kernel.step(np.asarray(action)[None])
+        batch = check_actions(self.action_space, action, None, type(self).__name__)
+        obs, reward, terminated, truncated, info = self.kernel.step_checked(batch)
         out = _instance_info(info, 0)
         if terminated[0] or truncated[0]:
             out["episode_summary"] = _instance_info(self.kernel.episode_summary(np.array([0])), 0)
@@ -441,21 +616,53 @@ class KernelEnv(gym.Env):
 # ---------------------------------------------------------------------------
 # View 2: native gymnasium VectorEnv
 # ---------------------------------------------------------------------------
-class KernelVectorEnv(VectorEnv):
-    """Native batched ``gymnasium.vector.VectorEnv`` (``AutoresetMode.SAME_STEP``).
+def _check_autoreset_mode(mode: Any) -> AutoresetMode:
+    if isinstance(mode, AutoresetMode):
+        return mode
+    try:
+        return AutoresetMode(mode)
+    except ValueError:
+        raise ValueError(
+            f"autoreset_mode = {mode!r} is invalid: allowed are AutoresetMode.SAME_STEP, "
+            f"AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED or their values "
+            f"{[m.value for m in AutoresetMode]}"
+        ) from None
 
-    Created by ``gym.make_vec(id, num_envs=B)``.  Infos are dicts of arrays with
-    the usual ``_key`` masks; finished instances carry ``final_obs`` and
-    ``final_info`` (whose ``episode_summary`` holds the episode's metrics).
+
+class KernelVectorEnv(ExactCopy, VectorEnv):
+    """Native batched ``gymnasium.vector.VectorEnv`` of a kernel.
+
+    Created by ``gym.make_vec(id, num_envs=B)``; ``autoreset_mode`` (an
+    ``AutoresetMode`` or its value) selects how finished instances restart, and is
+    declared in ``metadata["autoreset_mode"]``:
+
+    * ``SAME_STEP`` (default, what SB3 expects): the finishing step returns the
+      first observation of the new episode; the last one is in
+      ``info["final_obs"]``, the finished step's infos and the episode summary in
+      ``info["final_info"]`` (``final_info["episode_summary"]``).
+    * ``NEXT_STEP`` (Gymnasium's default, required by ``NormalizeObservation`` and
+      the other vector observation wrappers): the finishing step returns the last
+      observation and ``info["episode_summary"]`` (masked by
+      ``_episode_summary``); the next ``step`` resets those instances, ignores
+      their actions (they are still checked) and returns reward 0, not terminated,
+      not truncated, with their step infos masked out.
+    * ``DISABLED``: no autoreset; stepping an instance whose episode has ended
+      raises until it is reset with ``reset(options={"reset_mask": mask})``.
+
+    In every mode the env equals a ``SyncVectorEnv`` of single envs with the same
+    ``autoreset_mode`` and seeds, bit for bit.  Infos are dicts of arrays with the
+    usual ``_key`` masks.  ``reset(options={"reset_mask": mask})`` resets only the
+    masked instances (instance ``i`` seeded ``seed + i`` if a seed is given).
     """
 
     kernel_class: type[BatchedKernel] = None  # type: ignore[assignment]
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int = 1, params: Any = None, render_mode: str | None = None,
-                 **overrides: Any):
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP, **overrides: Any):
         if render_mode is not None:
             raise ValueError(f"render_mode = {render_mode!r} is invalid: gentwin envs do not render")
+        self.autoreset_mode = _check_autoreset_mode(autoreset_mode)
         self.kernel = _make_kernel(self.kernel_class, params, num_envs, overrides)
         self.params = self.kernel.params
         self.num_envs = self.kernel.num_envs
@@ -465,56 +672,126 @@ class KernelVectorEnv(VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.render_mode = None
         self.metadata = dict(type(self).metadata)
+        self.metadata["autoreset_mode"] = self.autoreset_mode
         # Every step info is present for every instance: one shared read-only mask.
         self._all_present = np.ones(self.num_envs, dtype=bool)
         self._all_present.flags.writeable = False
+        # Instances whose episode ended in the last step (NEXT_STEP resets them next
+        # step; DISABLED refuses to step them until they are reset).
+        self._ended = np.zeros(self.num_envs, dtype=bool)
 
-    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            if not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] = {mask!r} is invalid: expected a bool array of shape "
+                    f"({self.num_envs},)"
+                )
+            if not mask.any():
+                raise ValueError("options['reset_mask'] is invalid: it must select at least one instance")
         if seed is None or isinstance(seed, (int, np.integer)):
-            if seed is not None:
-                self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-            obs = self.kernel.reset(seed=seed)
-            return obs.copy(), {}
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(
-                f"seed = {seed!r} is invalid: expected one integer (instance i gets seed + i), "
-                f"None, or a list of {self.num_envs} seeds"
-            )
-        for i, s in enumerate(seeds):
-            self.kernel.reset(seed=s, idx=[i])
+            seed = check_seed(seed)
+            if mask is None:
+                if seed is not None:
+                    self._np_random, self._np_random_seed = seeding.np_random(seed)
+                self.kernel.reset(seed=seed)
+                self._ended[:] = False
+                return self.kernel.observe().copy(), {}
+            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        else:
+            if not isinstance(seed, (Sequence, np.ndarray)) or isinstance(seed, str):
+                raise ValueError(
+                    f"seed = {seed!r} is invalid: expected a non-negative integer (instance i gets "
+                    f"seed + i), None, or a list of {self.num_envs} seeds"
+                )
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(
+                    f"seed = {seed!r} is invalid: expected one integer (instance i gets seed + i), "
+                    f"None, or a list of {self.num_envs} seeds"
+                )
+        selected = range(self.num_envs) if mask is None else np.flatnonzero(mask)
+        for i in selected:
+            self.kernel.reset(seed=check_seed(seeds[i]), idx=[i])
+            self._ended[i] = False
         return self.kernel.observe().copy(), {}
 
     def step(self, actions: Any):
-        obs, reward, terminated, truncated, info = self.kernel.step(actions)
-        infos = {}
-        for key, value in info.items():
-            infos[key] = value
-            infos[f"_{key}"] = self._all_present
+        actions = check_actions(self.single_action_space, actions, self.num_envs, type(self).__name__)
+        mode = self.autoreset_mode
+        restart = None
+        if self._ended.any():
+            if mode == AutoresetMode.DISABLED:
+                raise RuntimeError(
+                    f"{type(self).__name__}: instances {np.flatnonzero(self._ended).tolist()} have finished "
+                    f"their episodes and autoreset_mode is DISABLED: reset them first with "
+                    f"reset(options={{'reset_mask': mask}})"
+                )
+            if mode == AutoresetMode.NEXT_STEP:
+                restart = np.flatnonzero(self._ended)
+        # NEXT_STEP: instances to restart are stepped once more with the batch (their
+        # results are discarded) and then reset, which is what SyncVectorEnv does to a
+        # single env in this mode: reset, no step.  Kernels draw no randomness in step.
+        obs, reward, terminated, truncated, info = self.kernel.step_checked(actions)
         done = terminated | truncated
-        if done.any():
-            idx = np.flatnonzero(done)
-            summary = self.kernel.episode_summary(idx)
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in idx:
-                final_obs[i] = obs[i].copy()
-            final_info: dict[str, Any] = {}
-            for key, value in info.items():
-                final_info[key] = value
-                final_info[f"_{key}"] = done.copy()
-            final_info["episode_summary"] = {
-                key: _scatter(value, idx, self.num_envs) for key, value in summary.items()
-            }
-            final_info["_episode_summary"] = done.copy()
-            infos["final_obs"] = final_obs
-            infos["_final_obs"] = done.copy()
-            infos["final_info"] = final_info
-            infos["_final_info"] = done.copy()
-            obs = self.kernel.reset(idx=idx)
+        if restart is not None or (done.any() and mode == AutoresetMode.SAME_STEP):
+            # Info arrays may be the kernel's own state, which a reset overwrites.
+            info = {key: value.copy() for key, value in info.items()}
+        if restart is not None:
+            obs = self.kernel.reset(idx=restart)
+            reward, terminated, truncated = reward.copy(), terminated.copy(), truncated.copy()
+            reward[restart] = 0.0
+            terminated[restart] = False
+            truncated[restart] = False
+            done = terminated | truncated
+            present = ~self._ended
+        else:
+            present = self._all_present
+        infos: dict[str, Any] = {}
+        for key, value in info.items():
+            if restart is not None:
+                value[restart] = 0
+            infos[key] = value
+            infos[f"_{key}"] = present
+        if mode == AutoresetMode.SAME_STEP:
+            if done.any():
+                idx = np.flatnonzero(done)
+                summary = self.kernel.episode_summary(idx)
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for i in idx:
+                    final_obs[i] = obs[i].copy()
+                final_info: dict[str, Any] = {}
+                for key, value in info.items():
+                    final_info[key] = value
+                    final_info[f"_{key}"] = done.copy()
+                final_info["episode_summary"] = _summary_info(summary, idx, done)
+                final_info["_episode_summary"] = done.copy()
+                infos["final_obs"] = final_obs
+                infos["_final_obs"] = done.copy()
+                infos["final_info"] = final_info
+                infos["_final_info"] = done.copy()
+                obs = self.kernel.reset(idx=idx)
+        else:
+            if done.any():
+                idx = np.flatnonzero(done)
+                summary = self.kernel.episode_summary(idx)
+                infos["episode_summary"] = _summary_info(summary, idx, done)
+                infos["_episode_summary"] = done.copy()
+            self._ended = done.copy()
         return obs.copy(), reward.copy(), terminated.copy(), truncated.copy(), infos
 
     def action_masks(self) -> np.ndarray:
         return self.kernel.action_masks()
+
+
+def _summary_info(summary: dict, idx: np.ndarray, done: np.ndarray) -> dict:
+    """Episode summaries of instances ``idx`` as a vector info dict with ``_key`` masks."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        out[key] = _scatter(value, idx, len(done))
+        out[f"_{key}"] = done.copy()
+    return out
 
 
 def _scatter(values: np.ndarray, idx: np.ndarray, num_envs: int) -> np.ndarray:
@@ -707,16 +984,16 @@ class KernelParallelEnv(ParallelEnv):
             raise InvalidActionError(
                 f"actions must name every live agent exactly: missing {missing}, unknown {unknown}"
             )
-        joint = np.stack([np.asarray(actions[a]) for a in self.possible_agents])
-        expected = (len(self.possible_agents), *self._act_space.shape)
-        if joint.shape != expected:
-            raise InvalidActionError(
-                f"per-agent actions stack to shape {joint.shape}, expected {expected} "
-                f"({len(self.possible_agents)} agents, action space {self._act_space})"
-            )
+        # Each agent's action is checked on its own (the rule of check_actions), so an
+        # error names the agent and its action.
+        name = type(self).__name__
+        joint = np.concatenate([
+            check_actions(self._act_space, actions[a], None, name, f"agent {a!r}")
+            for a in self.possible_agents
+        ])
         # The joint action is the agents' actions in order, laid out as the central view's action.
         joint = joint.reshape(1, *self.kernel.single_action_space.shape)
-        _, reward, terminated, truncated, info = self.kernel.step(joint)
+        _, reward, terminated, truncated, info = self.kernel.step_checked(joint)
         agent_rewards = info["agent_rewards"][0]
         n = len(self.possible_agents)
         obs = self._agent_obs()

@@ -718,7 +718,9 @@ class HdtStreamingKernel(BatchedKernel):
     def _load_context(self, idx: np.ndarray) -> None:
         """Copy the tape entries at ``tape_pos`` into the current context of ``idx``."""
         p = self.params
-        pos = self.tape_pos[idx]
+        # A step past the episode's end (NEXT_STEP autoreset steps a finished instance
+        # once before resetting it) stays on the tape's last entry.
+        pos = np.minimum(self.tape_pos[idx], self.tape_snr_db.shape[1] - 1)
         self.snr_db[idx] = self.tape_snr_db[idx, pos]
         self.complexity[idx] = self.tape_complexity[idx, pos]
         self.service_level[idx] = self.tape_service_level[idx, pos]

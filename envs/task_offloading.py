@@ -751,4 +751,4 @@ class TaskOffloadingVectorEnv(KernelVectorEnv):
 class TaskOffloadingParallelEnv(KernelParallelEnv):
     __doc__ = __doc__
     kernel_class = TaskOffloadingKernel
-    metadata = {"render_modes": [], "name": "gentwin_task_offloading_v0", "is_parallelizable": True}
+    metadata = {"render_modes": [], "name": "task_offloading_ma_v0", "is_parallelizable": True}

@@ -261,3 +261,346 @@ def test_vector_reset_accepts_a_list_of_seeds():
     np.testing.assert_array_equal(obs_a, obs_b)
     with pytest.raises(ValueError, match="seed"):
         a.reset(seed=[1, 2])
+
+
+# ---------------------------------------------------------------------------
+# Autoreset modes, Gymnasium's vector wrappers, exact copies, the action rule
+# ---------------------------------------------------------------------------
+#: Field overrides that end episodes within a few steps (so autoresets happen often).
+SHORT_EPISODES = {
+    "gentwin/AspSelection-v0": {"tasks_per_episode": 7},
+    "gentwin/ContractDesign-Dynamic-v0": {"periods_per_episode": 3},
+    "gentwin/ModelCaching-v0": {"num_slots": 5},
+    "gentwin/TaskOffloading-v0": {"episode_slots": 4},
+    "gentwin/RisIsac-v0": {"episode_slots": 4},
+    "gentwin/HdtStreaming-Dynamic-v0": {"horizon": 3},
+}
+
+
+def _assert_info_covers(native: dict, sync: dict, path: str = "info") -> None:
+    """Everything SyncVectorEnv reports (where its masks are set) the native env reports equally.
+
+    The native SAME_STEP env also keeps the finishing step's infos at the top level for
+    finished instances (SyncVectorEnv has only the reset's empty info there).
+    """
+    assert set(sync) <= set(native), (path, sorted(set(sync) - set(native)))
+    for key, value in sync.items():
+        if key.startswith("_"):
+            assert np.all(native[key] >= value), (path, key)
+            continue
+        mask = sync[f"_{key}"]
+        if isinstance(value, dict):
+            _assert_info_covers(native[key], value, f"{path}[{key!r}]")
+        elif value.dtype == object:
+            for i in np.flatnonzero(mask):
+                np.testing.assert_array_equal(native[key][i], value[i], err_msg=f"{path}[{key!r}][{i}]")
+        else:
+            np.testing.assert_array_equal(np.asarray(native[key])[mask], value[mask], err_msg=f"{path}[{key!r}]")
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_native_vector_env_equals_sync_vector_env_in_every_autoreset_mode(env_id, mode):
+    num_envs, kwargs = 3, SHORT_EPISODES.get(env_id, {})
+    native = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=mode, **kwargs)
+    assert native.metadata["autoreset_mode"] == mode
+    sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": mode}, **kwargs)
+    obs_a, _ = native.reset(seed=11)
+    obs_b, _ = sync.reset(seed=11)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    native.action_space.seed(0)
+    ended = 0
+    for t in range(20):
+        actions = native.action_space.sample()
+        a, b = native.step(actions), sync.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+            assert x.dtype == y.dtype
+        _assert_info_covers(a[4], b[4])
+        done = a[2] | a[3]
+        ended += int(done.sum())
+        if mode == AutoresetMode.DISABLED and done.any():
+            with pytest.raises(RuntimeError, match="DISABLED"):
+                native.step(actions)
+            obs_a, _ = native.reset(seed=100 + t, options={"reset_mask": done.copy()})
+            obs_b, _ = sync.reset(seed=100 + t, options={"reset_mask": done.copy()})
+            np.testing.assert_array_equal(obs_a, obs_b)
+    assert ended >= num_envs, f"{env_id}: too few episode ends ({ended}) to test autoreset"
+
+
+def test_autoreset_mode_argument_is_checked():
+    env_id = "gentwin/AspSelection-v0"
+    assert gym.make_vec(env_id, num_envs=2).metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert gym.make_vec(env_id, num_envs=2, autoreset_mode="NextStep").metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    with pytest.raises(ValueError, match="autoreset_mode = 'next'"):
+        gym.make_vec(env_id, num_envs=2, autoreset_mode="next")
+    # a single env has no autoreset: the message says where the argument goes instead
+    with pytest.raises(ValueError, match="vector_kwargs"):
+        gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="no field 'num_asp'.*num_asps"):
+        gym.make(env_id, num_asp=3)
+
+
+def _vector_wrappers(venv) -> dict:
+    from gymnasium.wrappers import vector as vw
+
+    wrappers = {
+        "NormalizeObservation": vw.NormalizeObservation,
+        "NormalizeReward": vw.NormalizeReward,
+        "RecordEpisodeStatistics": vw.RecordEpisodeStatistics,
+        "ClipReward": lambda e: vw.ClipReward(e, -1.0, 1.0),
+        "TransformReward": lambda e: vw.TransformReward(e, lambda r: 2.0 * r),
+        "TransformObservation": lambda e: vw.TransformObservation(e, np.copy),
+        "FlattenObservation": vw.FlattenObservation,
+        "DtypeObservation": lambda e: vw.DtypeObservation(e, np.float64),
+        "DictInfoToList": vw.DictInfoToList,
+    }
+    obs_space = venv.single_observation_space
+    if np.all(np.isfinite(obs_space.low)) and np.all(np.isfinite(obs_space.high)):
+        wrappers["RescaleObservation"] = lambda e: vw.RescaleObservation(e, -1.0, 1.0)
+    if isinstance(venv.single_action_space, spaces.Box):
+        wrappers["ClipAction"] = vw.ClipAction
+        wrappers["RescaleAction"] = lambda e: vw.RescaleAction(e, -2.0, 2.0)
+    return wrappers
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_vector_wrappers_run_on_every_id(env_id):
+    """Gymnasium's own vector wrappers accept the native env (NEXT_STEP) and step through episode ends."""
+    import warnings
+
+    from gymnasium.wrappers import vector as vw
+
+    kwargs = SHORT_EPISODES.get(env_id, {})
+
+    def make(mode=AutoresetMode.NEXT_STEP):
+        return gym.make_vec(env_id, num_envs=3, autoreset_mode=mode, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module="gentwin")  # no warning from gentwin code
+        for name, wrap in _vector_wrappers(make()).items():
+            env = wrap(make())
+            obs, _ = env.reset(seed=0)
+            env.action_space.seed(0)
+            for _ in range(8):
+                obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+                assert np.all(np.isfinite(reward)), name
+            if name != "DictInfoToList":
+                assert env.observation_space.contains(np.asarray(obs, dtype=env.observation_space.dtype)), name
+    # RecordEpisodeStatistics counts the same returns as the env's own summaries, in both modes.
+    for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        env = vw.RecordEpisodeStatistics(make(mode))
+        env.reset(seed=1)
+        env.action_space.seed(1)
+        seen = 0
+        for _ in range(12):
+            _, _, terminated, truncated, info = env.step(env.action_space.sample())
+            if "episode" in info:
+                summary = info["episode_summary"] if mode == AutoresetMode.NEXT_STEP else info["final_info"]["episode_summary"]
+                done = info["_episode"]
+                np.testing.assert_allclose(info["episode"]["r"][done], summary["return"][done], rtol=1e-12)
+                np.testing.assert_array_equal(info["episode"]["l"][done], summary["length"][done])
+                seen += int(done.sum())
+        assert seen > 0
+
+
+def _replay(env, actions, vector: bool):
+    trace = []
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        trace.append((np.copy(obs), np.copy(reward), np.copy(terminated), np.copy(truncated)))
+        if not vector and (terminated or truncated):
+            trace.append((env.reset()[0],))
+    return trace
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_copy_and_pickle_mid_episode_continue_like_a_fresh_replay(env_id, vector):
+    """deepcopy and pickle of a running env (single or vector) continue exactly as the original would."""
+    import copy
+    import pickle
+
+    def make():
+        return gym.make_vec(env_id, num_envs=3) if vector else gym.make(env_id)
+
+    env = make()
+    env.reset(seed=5)
+    space = env.action_space
+    space.seed(2)
+    actions = [space.sample() for _ in range(45)]
+    prefix, rest = actions[:15], actions[15:]
+    _replay(env, prefix, vector)  # mid-episode (episodes are longer than 15 steps for most ids)
+    copied = copy.deepcopy(env)
+    pickled = pickle.loads(pickle.dumps(env))
+    fresh = make()
+    fresh.reset(seed=5)
+    _replay(fresh, prefix, vector)
+    expected = _replay(fresh, rest, vector)
+    for clone in (env, copied, pickled):
+        got = _replay(clone, rest, vector)
+        assert len(got) == len(expected)
+        for x, y in zip(got, expected):
+            for u, v in zip(x, y):
+                np.testing.assert_array_equal(u, v)
+
+
+def _single_action_cases(space: spaces.Space) -> tuple[list, list]:
+    """(accepted, rejected) single actions of ``space`` under the documented rule."""
+    if isinstance(space, spaces.Discrete):
+        lo = int(space.start)
+        accepted = [lo, np.int64(lo), np.int32(lo), np.array(lo), np.uint8(lo)]
+        rejected = [float(lo), np.float32(lo), True, np.bool_(True), [lo], np.array([lo]), None, str(lo),
+                    lo + int(space.n), lo - 1]
+        return accepted, rejected
+    if isinstance(space, spaces.MultiDiscrete):
+        good = np.asarray(space.start, dtype=np.int64) + np.zeros(space.shape, dtype=np.int64)
+        accepted = [good, good.astype(np.int32), good.tolist()]
+        bad = good.copy()
+        bad.flat[-1] = space.start.flat[-1] + space.nvec.flat[-1]
+        rejected = [good.astype(np.float64), good.astype(bool), good[:-1], good[None], bad, None, int(good.flat[0])]
+        return accepted, rejected
+    if isinstance(space, spaces.Box):
+        low = space.low.astype(np.float64)
+        high = space.high.astype(np.float64)
+        mid = np.where(np.isfinite(low) & np.isfinite(high), (low + high) / 2, 0.0)
+        above = space.high.copy()
+        above.flat[0] = np.nextafter(above.flat[0], np.float32(np.inf))  # one float32 step above high
+        nan = mid.copy()
+        nan.flat[0] = np.nan
+        accepted = [mid.astype(np.float32), mid, mid.astype(np.float16).astype(np.float32), mid.tolist(),
+                    space.high.astype(np.float64)]
+        rejected = [mid.astype(np.int64), mid.astype(bool), above, nan, mid[:-1], mid[None], None, 0.5]
+        return accepted, rejected
+    raise TypeError(space)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_one_action_rule_per_space_kind_in_every_view(env_id):
+    single = gym.make(env_id)
+    single.reset(seed=0)
+    space = single.action_space
+    accepted, rejected = _single_action_cases(space)
+    for action in accepted:
+        single.step(action)
+    for action in rejected:
+        with pytest.raises(InvalidActionError) as err:
+            single.step(action)
+        message = str(err.value)
+        assert "num_envs" not in message and "expected (1," not in message, message  # no batch shapes
+    # The batch views apply the same rule per instance.
+    venv = gym.make_vec(env_id, num_envs=2)
+    venv.reset(seed=0)
+    sb3 = make_sb3_vec_env(env_id, num_envs=2, seed=0)
+    sb3.reset()
+    for good in accepted:
+        if isinstance(good, list):
+            continue
+        batch = np.stack([np.asarray(good)] * 2)
+        venv.step(batch)
+        sb3.step(batch)
+    for bad in rejected:
+        bad = np.asarray(bad)
+        if bad.dtype == object or bad.dtype.kind == "U" or bad.shape != space.shape:
+            continue
+        good = np.asarray(accepted[0]).astype(bad.dtype)  # a bad dtype makes the whole batch bad
+        for view in (venv, sb3):
+            with pytest.raises(InvalidActionError):
+                view.step(np.stack([good, bad]))
+    with pytest.raises(InvalidActionError, match=r"actions have shape \(3,"):
+        venv.step(np.stack([np.asarray(accepted[0])] * 3))
+
+
+def test_pettingzoo_actions_follow_the_same_rule_and_name_the_agent():
+    for env_id in PARALLEL_IDS:
+        env = make_parallel(env_id)
+        env.reset(seed=0)
+        space = env.action_space(env.possible_agents[0])
+        accepted, rejected = _single_action_cases(space)
+        for action in accepted[:2]:
+            env.step({a: action for a in env.agents})
+        last = env.possible_agents[-1]
+        for bad in rejected:
+            actions = {a: accepted[0] for a in env.agents}
+            actions[last] = bad
+            with pytest.raises(InvalidActionError, match=f"agent '{last}'"):
+                env.step(actions)
+
+
+def test_numpy_integer_seeds_work_in_every_view():
+    env_id = "gentwin/AspSelection-v0"
+    obs_int, _ = gym.make(env_id).reset(seed=3)
+    obs_np, _ = gym.make(env_id).reset(seed=np.int64(3))
+    np.testing.assert_array_equal(obs_int, obs_np)
+    vec, _ = gym.make_vec(env_id, num_envs=2).reset(seed=np.uint16(3))
+    np.testing.assert_array_equal(vec[0], obs_int)
+    sb3 = make_sb3_vec_env(env_id, num_envs=2, seed=np.int32(3))
+    np.testing.assert_array_equal(sb3.reset()[0], obs_int)
+    for bad in (-1, True, 1.5, "3"):
+        with pytest.raises(ValueError, match="seed"):
+            gym.make(env_id).reset(seed=bad)
+        with pytest.raises(ValueError, match="seed"):
+            gym.make_vec(env_id, num_envs=2).reset(seed=bad)
+
+
+def test_reward_dtypes_follow_each_library():
+    """Gymnasium views: float rewards (Python float, float64 arrays); SB3 view: float32 like DummyVecEnv."""
+    env_id = "gentwin/PowerAllocation-v0"
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    assert type(env.step(env.action_space.sample())[1]) is float
+    venv = gym.make_vec(env_id, num_envs=2)
+    venv.reset(seed=0)
+    assert venv.step(venv.action_space.sample())[1].dtype == np.float64
+    sb3 = make_sb3_vec_env(env_id, num_envs=2, seed=0)
+    sb3.reset()
+    assert sb3.step(np.stack([sb3.action_space.sample()] * 2))[1].dtype == np.float32
+
+
+def test_action_masks_through_gym_make_wrappers():
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks
+    from sb3_contrib.common.wrappers import ActionMasker
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    env_id = "gentwin/AspSelection-v0"
+    env = gym.make(env_id, num_asps=4)
+    env.reset(seed=0)
+    expected = env.unwrapped.kernel.action_masks()[0]
+    np.testing.assert_array_equal(env.get_wrapper_attr("action_masks")(), expected)
+    masked = ActionMasker(gym.make(env_id, num_asps=4), lambda e: e.unwrapped.action_masks())
+    masked.reset(seed=0)
+    np.testing.assert_array_equal(masked.action_masks(), expected)
+    # DummyVecEnv looks through the wrappers itself (get_wrapper_attr), so MaskablePPO trains on it.
+    dummy = DummyVecEnv([lambda: gym.make(env_id, num_asps=4, tasks_per_episode=8)] * 2)
+    dummy.seed(0)
+    dummy.reset()
+    assert get_action_masks(dummy).shape == (2, 4)
+    MaskablePPO("MlpPolicy", dummy, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(32)
+
+
+@pytest.mark.parametrize("module_name", ["model_caching_ma_v0", "task_offloading_ma_v0"])
+def test_pettingzoo_module_convention(module_name):
+    import importlib
+
+    from pettingzoo.test import api_test, parallel_api_test
+
+    module = importlib.import_module(f"gentwin.envs.{module_name}")
+    env_id = {"model_caching_ma_v0": "gentwin/ModelCaching-ma-v0",
+              "task_offloading_ma_v0": "gentwin/TaskOffloading-ma-v0"}[module_name]
+    api_test(module.env(), num_cycles=60)
+    parallel_api_test(module.parallel_env(), num_cycles=60)
+    assert module.parallel_env().metadata["name"] == module_name
+    assert type(module.parallel_env()) is type(make_parallel(env_id))
+    # the AEC env runs the same dynamics as the parallel env
+    aec = module.env()
+    aec.reset(seed=4)
+    par = module.parallel_env()
+    par.reset(seed=4)
+    actions = {a: par.action_space(a).sample() for a in par.agents}
+    for agent in aec.agent_iter(len(par.possible_agents)):
+        aec.step(actions[agent])
+    _, rewards, *_ = par.step(actions)
+    for agent in par.possible_agents:
+        assert aec.rewards[agent] == pytest.approx(rewards[agent], rel=1e-12)
