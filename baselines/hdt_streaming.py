@@ -8,15 +8,31 @@
   highest QoE gain per share of the resource it uses; then it spends what is
   left: bandwidth to the best channels (QoE per MHz is ``w_1 eta_u``) and steps
   to the largest similarity gains.
-* ``upper_bound``: the continuous relaxation (resolution ratios and steps both
-  real) is a convex program -- a concave objective (linear in the bitrate,
-  concave in the steps) over linear resource constraints and convex threshold
-  sets -- solved by SciPy's SLSQP.  Its optimum ``relaxation_value`` bounds the
-  total QoE of *every* feasible allocation.  The policy plays the best rounded
-  feasible allocation: steps floored, users pushed below their threshold by the
+* ``rounded_relaxation``: the best rounded feasible allocation of the LP
+  relaxation (below): steps floored, users pushed below their threshold by the
   floor repaired (one more step, or bandwidth moved from users with QoE to
   spare), and the compute freed by the floors handed out step by step to the
-  largest similarity gains.  If the repair fails it plays the equal split.
+  largest similarity gains.  If the repair fails it plays the equal split.  A
+  **heuristic** policy (0.1-0.3% below the bound in the measurements of
+  docs/hdt_streaming.md), not a bound.
+
+The relaxation (:func:`solve_relaxation`): the only integer decision is the
+number of steps; with real-valued steps and the similarity replaced by its
+piecewise-linear interpolation between integer steps (concave, equal to the
+similarity at every integer), maximising total QoE over the resource and
+threshold constraints is a linear program, solved by HiGHS through
+``scipy.optimize.linprog``.  Its optimum bounds the total QoE of every
+*feasible* allocation.
+
+The family's certified bound (``BOUND``, :func:`reward_bound`): the same LP
+with the environment's penalties written in, i.e. excess bandwidth, excess
+compute and threshold shortfalls as non-negative slack variables charged at
+``penalty_*`` (beyond the ``feasibility_tol`` the environment forgives), so
+its optimum bounds the *reward* of every action, feasible or not (the
+environment's penalty of an action is at least the LP's charge for it).
+Where the penalties exceed the LP's dual prices it equals the relaxation
+value.  Contexts evolve independently of the allocations, so an episode's
+bound is the sum over its contexts (:func:`episode_reward_bound`).
 
 All baselines read the true context from the kernel they are attached to (the
 observation carries the same numbers in float32; reading the kernel spares the
@@ -25,13 +41,14 @@ round-off).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
-from gentwin.baselines.base import Baseline
+from gentwin.baselines.base import CERTIFIED_UPPER_BOUND, Baseline, Bound
 from gentwin.envs.hdt_streaming import (
     HdtStreamingParams,
     allocation_metrics,
@@ -43,13 +60,15 @@ from gentwin.envs.hdt_streaming import (
 
 __all__ = [
     "BASELINES",
-    "UPPER_BOUND",
+    "BOUND",
     "EqualSplitPolicy",
     "GreedyPolicy",
-    "RelaxationPolicy",
     "RelaxedSolution",
+    "RoundedRelaxationPolicy",
+    "episode_reward_bound",
     "greedy_allocation",
     "relaxation_bound",
+    "reward_bound",
     "round_relaxed",
     "solve_relaxation",
 ]
@@ -65,7 +84,7 @@ def _qoe(p: HdtStreamingParams, r, s, kappa) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# The continuous relaxation (upper bound)
+# The continuous relaxation (LP, HiGHS) and the certified reward bound
 # ---------------------------------------------------------------------------
 @dataclass
 class RelaxedSolution:
@@ -77,8 +96,12 @@ class RelaxedSolution:
     success: bool
 
 
-def solve_relaxation(p: HdtStreamingParams, ctx: dict) -> RelaxedSolution:
+def solve_relaxation(p: HdtStreamingParams, ctx: dict, penalised: bool = False) -> RelaxedSolution:
     """Maximise total QoE with real-valued steps for one context (an LP, HiGHS).
+
+    ``penalised=True``: the environment's reward instead, with the budgets and
+    thresholds soft (see :func:`reward_bound`); the returned ``value`` is then
+    the reward bound.
 
     The only integer decision is the number of steps.  Relaxing it, the
     similarity is replaced by its concave piecewise-linear interpolation between
@@ -145,6 +168,22 @@ def solve_relaxation(p: HdtStreamingParams, ctx: dict) -> RelaxedSolution:
         [(p.resolution_min, p.resolution_max)] * n + [(1.0, float(S))] * n
         + [(0.0, p.similarity_max)] * n
     )
+    if penalised:
+        # Slack columns: bandwidth excess, compute excess, one shortfall per user.  The
+        # environment forgives violations up to feasibility_tol and charges the whole
+        # violation beyond, so charging only the part beyond the tolerance is a lower
+        # bound on its penalty (and the LP an upper bound on its reward).
+        tol = p.feasibility_tol
+        slack = sparse.vstack([
+            sparse.csr_matrix((chord.shape[0], n + 2)),
+            sparse.csr_matrix(([-1.0, -1.0], ([0, 1], [0, 1])), shape=(2, n + 2)),
+            sparse.hstack([sparse.csr_matrix((n, 2)), -sparse.identity(n)]),
+        ])
+        A = sparse.hstack([A, slack]).tocsr()
+        b = np.concatenate([chord_rhs, [B * (1 + tol), C * (1 + tol)], -(thr - tol * p.qoe_max)])
+        cost = np.concatenate([cost, [p.penalty_bandwidth_per_mhz, p.penalty_compute_per_tflops],
+                               np.full(n, p.penalty_threshold_per_qoe)])
+        bounds = bounds + [(0.0, None)] * (n + 2)
     res = linprog(cost, A_ub=A, b_ub=b, bounds=bounds, method="highs")
     if res.status != 0:
         return RelaxedSolution(float("nan"), out_r, out_s, False)
@@ -154,8 +193,34 @@ def solve_relaxation(p: HdtStreamingParams, ctx: dict) -> RelaxedSolution:
 
 
 def relaxation_bound(kernel) -> np.ndarray:
-    """Relaxation optimum ``(B,)`` for the current context of every kernel instance."""
+    """Relaxation optimum ``(B,)`` for the current context of every kernel instance.
+
+    Bounds the total QoE of every feasible allocation (:func:`reward_bound`
+    bounds every action's reward).
+    """
     return np.array([solve_relaxation(kernel.params, row).value for row in _context_rows(kernel.context())])
+
+
+def reward_bound(kernel) -> np.ndarray:
+    """Certified bound ``(B,)`` on the reward of every action in the current context of every instance."""
+    return np.array([solve_relaxation(kernel.params, row, penalised=True).value
+                     for row in _context_rows(kernel.context())])
+
+
+def episode_reward_bound(kernel) -> np.ndarray:
+    """:func:`reward_bound` summed over the episode of every instance of a freshly reset kernel.
+
+    The contexts do not depend on the allocations, so a copy of the kernel is
+    stepped through the episode (any action will do) and every context's
+    bound added up; the kernel itself is not touched.
+    """
+    walk = copy.deepcopy(kernel)
+    total = np.zeros(walk.num_envs)
+    idle = np.zeros((walk.num_envs, walk.single_action_space.shape[0]), dtype=np.float32)
+    for _ in range(walk.params.horizon):
+        total += reward_bound(walk)
+        walk.step(idle)
+    return total
 
 
 def _feasible(p: HdtStreamingParams, ctx: dict, r, s) -> tuple[bool, float]:
@@ -203,7 +268,7 @@ def round_relaxed(p: HdtStreamingParams, ctx: dict, sol: RelaxedSolution) -> tup
     c = p.compute_per_step_tflops
     r = np.where(active, np.clip(sol.resolution, p.resolution_min, p.resolution_max), p.resolution_min)
     s = np.where(active, np.clip(np.floor(sol.steps + 1e-9), 1, p.max_steps), 1).astype(np.int64)
-    # Stay inside the budget exactly (SLSQP may overshoot by its tolerance).
+    # Stay inside the budget exactly (HiGHS may overshoot by its tolerance).
     bw = np.sum(np.where(active, r * p.bitrate_max_mbps / eta, 0.0))
     if bw > B:
         r = np.where(active, p.resolution_min + (r - p.resolution_min) * (1 - (bw - B) / max(bw, 1e-12)), r)
@@ -309,7 +374,7 @@ class _HdtBaseline(Baseline):
         alloc = [self.allocate(row) for row in rows]
         r = np.stack([a[0] for a in alloc])
         s = np.stack([a[1] for a in alloc])
-        return self.kernel.allocation_to_action(r, s)
+        return allocation_to_action(self.params, r, s)
 
 
 class EqualSplitPolicy(_HdtBaseline):
@@ -322,7 +387,7 @@ class EqualSplitPolicy(_HdtBaseline):
         r, s = fair_share_allocation(
             self.params, k.snr_db, k.active, k.bandwidth_available_mhz, k.compute_available_tflops
         )
-        return k.allocation_to_action(r, s)
+        return allocation_to_action(self.params, r, s)
 
 
 class GreedyPolicy(_HdtBaseline):
@@ -334,15 +399,16 @@ class GreedyPolicy(_HdtBaseline):
         return greedy_allocation(self.params, ctx)
 
 
-class RelaxationPolicy(_HdtBaseline):
-    """Best rounded feasible allocation of the convex relaxation's optimum.
+class RoundedRelaxationPolicy(_HdtBaseline):
+    """Best rounded feasible allocation of the LP relaxation's optimum (a heuristic policy).
 
-    After each ``act``, ``last_bound`` holds the relaxation optimum (the upper
-    bound on total QoE) of every instance and ``last_fallback`` whether the
-    equal split had to be played instead of the rounded optimum.
+    After each ``act``, ``last_bound`` holds the relaxation optimum (the bound
+    on the total QoE of feasible allocations) of every instance and
+    ``last_fallback`` whether the equal split had to be played instead of the
+    rounded optimum.
     """
 
-    name = "upper_bound"
+    name = "rounded_relaxation"
 
     def __init__(self, env, seed: int | None = None):
         super().__init__(env, seed)
@@ -367,8 +433,19 @@ class RelaxationPolicy(_HdtBaseline):
             fallback.append(not ok)
         self.last_bound = np.asarray(bounds)
         self.last_fallback = np.asarray(fallback)
-        return self.kernel.allocation_to_action(np.stack(r_all), np.stack(s_all))
+        return allocation_to_action(p, np.stack(r_all), np.stack(s_all))
 
 
-BASELINES = {cls.name: cls for cls in (EqualSplitPolicy, GreedyPolicy, RelaxationPolicy)}
-UPPER_BOUND = "upper_bound"
+BASELINES = {cls.name: cls for cls in (EqualSplitPolicy, GreedyPolicy, RoundedRelaxationPolicy)}
+
+#: Shares are against the LP bound itself, not against the rounded policy's return.
+BOUND = Bound(
+    name="lp_relaxation",
+    kind=CERTIFIED_UPPER_BOUND,
+    value=episode_reward_bound,
+    description=(
+        "LP relaxation of the penalised reward per context (real-valued steps, concave chord "
+        "similarity; budgets and thresholds soft at the environment's penalty prices), summed over "
+        "the episode: at least the reward of every action"
+    ),
+)
