@@ -374,7 +374,7 @@ class _HdtBaseline(Baseline):
         alloc = [self.allocate(row) for row in rows]
         r = np.stack([a[0] for a in alloc])
         s = np.stack([a[1] for a in alloc])
-        return allocation_to_action(self.params, r, s)
+        return self.kernel.allocation_to_action(r, s)
 
 
 class EqualSplitPolicy(_HdtBaseline):
@@ -387,7 +387,7 @@ class EqualSplitPolicy(_HdtBaseline):
         r, s = fair_share_allocation(
             self.params, k.snr_db, k.active, k.bandwidth_available_mhz, k.compute_available_tflops
         )
-        return allocation_to_action(self.params, r, s)
+        return k.allocation_to_action(r, s)
 
 
 class GreedyPolicy(_HdtBaseline):
@@ -433,7 +433,7 @@ class RoundedRelaxationPolicy(_HdtBaseline):
             fallback.append(not ok)
         self.last_bound = np.asarray(bounds)
         self.last_fallback = np.asarray(fallback)
-        return allocation_to_action(p, np.stack(r_all), np.stack(s_all))
+        return self.kernel.allocation_to_action(np.stack(r_all), np.stack(s_all))
 
 
 BASELINES = {cls.name: cls for cls in (EqualSplitPolicy, GreedyPolicy, RoundedRelaxationPolicy)}

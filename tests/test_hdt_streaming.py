@@ -482,3 +482,167 @@ def test_invalid_preset_and_actions():
     with pytest.raises(InvalidActionError, match="instance 2"):
         venv.step(a)
 
+
+# ---------------------------------------------------------------------------
+# Learnability options: action_mode="shares", reward_scale="per_user"
+# ---------------------------------------------------------------------------
+def _shares_kernel(preset, n, seed, **fields):
+    import dataclasses
+
+    kernel = HdtStreamingKernel(dataclasses.replace(PRESETS[preset], action_mode="shares", **fields), num_envs=n)
+    kernel.reset(seed=seed)
+    if kernel.params.horizon > 1:  # states in the middle of episodes, with users gone and joined
+        for _ in range(10):
+            kernel.step(np.zeros((n, 2 * kernel.params.num_users)))
+    return kernel
+
+
+def _share_action_batches(rng, n, U):
+    return [
+        rng.uniform(-1, 1, (n, 2 * U)),
+        rng.choice([-1.0, 1.0], (n, 2 * U)),  # corners: all-or-nothing shares
+        np.tanh(rng.normal(0, 3, (n, 2 * U))),  # what a squashed Gaussian policy plays
+        np.full((n, 2 * U), -1.0),  # all shares zero
+    ]
+
+
+@pytest.mark.parametrize("preset", ["users5", "users10", "users40", "dynamic"])
+def test_shares_mode_never_overspends_a_budget(preset):
+    kernel = _shares_kernel(preset, 200, seed=41)
+    p = kernel.params
+    rng = np.random.default_rng(6)
+    for action in _share_action_batches(rng, 200, p.num_users):
+        r, s = kernel.action_to_allocation(action)
+        m = metrics_of(kernel, r, s)
+        # Without the tolerance, up to round-off.
+        assert np.all(m["bandwidth_used_mhz"] <= kernel.bandwidth_available_mhz * (1 + 1e-12))
+        assert np.all(m["compute_used_tflops"] <= kernel.compute_available_tflops * (1 + 1e-12))
+        act = kernel.active
+        assert np.all(r[act] >= p.resolution_min) and np.all(r[act] <= p.resolution_max)
+        assert np.all(s[act] >= 1) and np.all(s[act] <= p.max_steps)
+        # Budget is left unspent only where a user's share exceeds what it can use.
+        bw_left = kernel.bandwidth_available_mhz - m["bandwidth_used_mhz"]
+        capped = np.any(act & (r >= p.resolution_max), axis=1)
+        assert np.all(capped | (bw_left <= 1e-9 * kernel.bandwidth_available_mhz))
+        steps_left = np.floor(kernel.compute_available_tflops / p.compute_per_step_tflops + 1e-9) - s.sum(
+            axis=1, where=act)
+        assert np.all(np.any(act & (s >= p.max_steps), axis=1) | (steps_left == 0))
+
+
+@pytest.mark.parametrize("preset", ["users5", "users10", "users40", "dynamic"])
+def test_shares_mode_equal_shares_meet_every_threshold(preset):
+    kernel = _shares_kernel(preset, 200, seed=42)
+    p = kernel.params
+    ctx = kernel.context()
+    r0, s0 = fair_share_allocation(p, ctx["snr_db"], ctx["active"], ctx["bandwidth_mhz"], ctx["compute_tflops"])
+    for level in (-0.5, 0.0, 0.7, 1.0):
+        r, s = kernel.action_to_allocation(np.full((200, 2 * p.num_users), level))
+        m = metrics_of(kernel, r, s)
+        assert m["feasible"].all()
+        act = ctx["active"]
+        np.testing.assert_allclose(r[act], r0[act], rtol=1e-9)
+        assert np.all(s[act] >= s0[act])
+
+
+def test_shares_mode_reaches_the_baselines_and_the_rounded_relaxation():
+    from gentwin.baselines.hdt_streaming import round_relaxed
+
+    raw = HdtStreamingKernel("users10", num_envs=12)
+    raw.reset(seed=43)
+    kernel = _shares_kernel("users10", 12, seed=43)
+    p = kernel.params
+    bound = relaxation_bound(kernel)
+    rows = [{k: v[b] for k, v in kernel.context().items()} for b in range(12)]
+    allocations = {
+        "rounded_relaxation": [round_relaxed(p, ctx, solve_relaxation(p, ctx)) for ctx in rows],
+        "greedy": [greedy_allocation(p, ctx) for ctx in rows],
+    }
+    for name, alloc in allocations.items():
+        r = np.stack([a[0] for a in alloc])
+        s = np.stack([a[1] for a in alloc])
+        action = kernel.allocation_to_action(r, s)
+        assert action.dtype == np.float32 and np.all(np.abs(action) <= 1)
+        r2, s2 = kernel.action_to_allocation(action)
+        target = metrics_of(kernel, r, s)
+        reached = metrics_of(kernel, r2, s2)
+        # The same allocation, or one with at least its resources where it left some unspent.
+        assert np.all(s2 >= s) and np.all(r2 >= r * (1 - 1e-6)), name
+        assert np.all(reached["reward"] >= target["reward"] * (1 - 1e-6)), name
+        assert reached["feasible"].all(), name
+        assert np.all(reached["total_qoe"] <= bound * (1 + LP_TOL)), name
+        if name == "rounded_relaxation":  # spends both budgets: reached exactly
+            np.testing.assert_array_equal(s2, s)
+            np.testing.assert_allclose(r2, r, rtol=1e-6)
+            assert np.all(reached["reward"] >= 0.99 * bound)
+    # Every baseline plays through the shares map and stays feasible and as good as in the raw mode.
+    for name, cls in get_baselines(ENV_ID).items():
+        reward_raw = metrics_of(raw, *raw.action_to_allocation(cls(raw).predict(raw.observe())[0]))["reward"]
+        m = metrics_of(kernel, *kernel.action_to_allocation(cls(kernel).predict(kernel.observe())[0]))
+        assert m["feasible"].all(), name
+        assert np.all(m["reward"] >= reward_raw - 1e-6 * np.abs(reward_raw)), name
+
+
+def test_shares_mode_random_and_local_search_stay_below_the_bound():
+    kernel = _shares_kernel("users5", 24, seed=44)
+    p = kernel.params
+    bound = relaxation_bound(kernel)
+    rng = np.random.default_rng(7)
+    best = np.full(24, -np.inf)
+    for action in _share_action_batches(rng, 24, p.num_users) * 25:
+        m = metrics_of(kernel, *kernel.action_to_allocation(action))
+        best = np.maximum(best, np.where(m["feasible"], m["total_qoe"], -np.inf))
+    assert np.isfinite(best).all()
+    assert np.all(best <= bound * (1 + LP_TOL))
+    # Hill climbing in the share space from the equal split.
+    action = np.zeros((24, 2 * p.num_users))
+    value = metrics_of(kernel, *kernel.action_to_allocation(action))["reward"]
+    for sigma in (0.5, 0.2, 0.05, 0.01):
+        for _ in range(60):
+            trial = np.clip(action + rng.normal(0, sigma, action.shape), -1, 1)
+            reward = metrics_of(kernel, *kernel.action_to_allocation(trial))["reward"]
+            better = reward > value
+            action[better], value[better] = trial[better], reward[better]
+    m = metrics_of(kernel, *kernel.action_to_allocation(action))
+    assert np.all(m["total_qoe"][m["feasible"]] <= bound[m["feasible"]] * (1 + LP_TOL))
+    assert np.all(value <= bound * (1 + LP_TOL))
+    assert value.mean() > metrics_of(kernel, *kernel.action_to_allocation(np.zeros_like(action)))["reward"].mean()
+
+
+@pytest.mark.parametrize("action_mode", ["raw", "shares"])
+def test_reward_scale_per_user_divides_by_the_user_count(action_mode):
+    rewards = {}
+    for scale in ("none", "per_user"):
+        env = gym.make(ENV_ID, reward_scale=scale, action_mode=action_mode)
+        env.reset(seed=45)
+        action = np.linspace(-1, 1, 20).astype(np.float32)
+        _, reward, _, _, info = env.step(action)
+        assert info["unscaled_reward"] == pytest.approx(info["total_qoe"] - info["penalty"], rel=1e-12)
+        assert info["episode_summary"]["unscaled_return"] == pytest.approx(info["unscaled_reward"])
+        rewards[scale] = reward
+    assert rewards["per_user"] == pytest.approx(rewards["none"] / 10, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "options", [{"action_mode": "shares"}, {"reward_scale": "per_user"}, {"action_mode": "shares", "reward_scale": "per_user"}]
+)
+def test_check_env_with_options(options):
+    for preset in ("users10", "dynamic"):
+        gym_check_env(HdtStreamingEnv(params=preset, **options), skip_render_check=True)
+        sb3_check_env(HdtStreamingEnv(params=preset, **options), warn=False)
+
+
+@pytest.mark.parametrize("field, value", [("action_mode", "share"), ("reward_scale", "optimum"), ("action_mode", None)])
+def test_bad_option_values_name_the_field_and_the_choices(field, value):
+    with pytest.raises(ValueError, match=f"{field} = {value!r} is invalid: must be one of"):
+        gym.make(ENV_ID, **{field: value})
+
+
+def test_options_appear_in_the_docstring():
+    from gentwin.envs import hdt_streaming
+
+    doc = hdt_streaming.__doc__
+    arguments = doc.split("Arguments\n---------")[1]
+    for name in ("action_mode", "reward_scale", '"shares"', '"per_user"'):
+        assert name in arguments
+    assert 'action_mode="shares"' in doc.split("Action Space\n------------")[1].split("Observation Space")[0]
+    assert 'reward_scale="per_user"' in doc.split("Rewards\n-------")[1].split("Starting State")[0]
