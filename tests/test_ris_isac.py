@@ -10,8 +10,10 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import gentwin  # noqa: F401  (registers the ids)
+from gentwin.baselines.base import CERTIFIED_UPPER_BOUND
 from gentwin.baselines.ris_isac import (
     BASELINES,
+    BOUND,
     AlternatingOptimisation,
     PerfectCSIReference,
     RandomPhaseMRT,
@@ -422,6 +424,8 @@ def test_twin_error_grows_with_age_between_refreshes_and_matches_lmmse_theory():
 def test_baseline_registry():
     assert BASELINES["ao_perfect_csi"].requires_kernel
     assert not BASELINES["ao_twin"].requires_kernel
+    # Shares are against the certified bound; the strong reference is a heuristic baseline.
+    assert BOUND.kind == CERTIFIED_UPPER_BOUND and BOUND.value is episode_sum_rate_bound
 
 
 def test_alternating_optimisation_is_monotone_and_beats_random_phases():
