@@ -136,7 +136,22 @@ def test_episode_accounting_and_summary():
         assert math.isclose(sum(ep[k] for k in parts), ep["system_cost"], rel_tol=1e-9)
         assert math.isclose(-ep["r"], ep["system_cost"], rel_tol=1e-6)
         assert math.isclose(ep["edge_execution_ratio"], ep["edge_requests"] / ep["arrived"])
-        assert math.isclose(ep["average_accuracy_cost"], ep["accuracy_cost"] / ep["arrived"])
+        # Table II's average accuracy cost is per edge-executed request; ours per arrived request.
+        assert math.isclose(ep["average_accuracy_cost"], ep["edge_accuracy_cost"] / ep["edge_requests"])
+        assert math.isclose(ep["accuracy_cost_per_request"], ep["accuracy_cost"] / ep["arrived"])
+        assert 0 < ep["edge_accuracy_cost"] < ep["accuracy_cost"]
+
+
+def test_cloud_only_has_no_table_two_accuracy_cost_but_ours_charges_the_zero_shot_cloud():
+    """Table II charges cloud-only no accuracy cost (edge-executed requests only)."""
+    from gentwin.evaluation import evaluate_policy
+
+    venv = gentwin.envs.make_sb3_vec_env(ENV_ID, num_envs=2, num_slots=10)
+    res = evaluate_policy(BASELINES["cloud_only"](venv), ENV_ID, n_episodes=2, seed=3, venv=venv)
+    for ep in res.episodes:
+        assert ep["edge_requests"] == 0 and ep["edge_accuracy_cost"] == 0.0
+        assert ep["average_accuracy_cost"] == 0.0 and ep["edge_execution_ratio"] == 0.0
+        assert ep["accuracy_cost_per_request"] > 0 and ep["accuracy_cost"] > 0
 
 
 # ---------------------------------------------------------------------------
