@@ -45,8 +45,8 @@ __all__ = [
     "LfuPolicy",
     "LruPolicy",
     "MissPenaltyUtilityPolicy",
+    "BOUND",
     "RandomPolicy",
-    "UPPER_BOUND",
 ]
 
 
@@ -204,4 +204,6 @@ BASELINES = {
     for cls in (RandomPolicy, CloudOnlyPolicy, FifoPolicy, LruPolicy, LfuPolicy, LeastContextPolicy,
                 MissPenaltyUtilityPolicy)
 }
-UPPER_BOUND = None
+#: No exact optimum or certified bound is known (Table II compares heuristics only):
+#: every policy here, LC included, is a heuristic, and no share of a bound is reported.
+BOUND = None
