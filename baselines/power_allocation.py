@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gentwin.baselines.base import EXACT_OPTIMUM, Baseline, Bound
-from gentwin.envs.power_allocation import sum_rate, water_filling
+from gentwin.envs.power_allocation import sum_rate, water_filling, weights_to_action
 
 
 class WaterFillingPolicy(Baseline):
@@ -21,7 +21,7 @@ class WaterFillingPolicy(Baseline):
     def act(self, obs):
         gains = np.asarray(obs, dtype=np.float64)
         power = water_filling(gains, self.params.total_power_w, self.params.noise_power_w)
-        return (power / self.params.total_power_w).astype(np.float32)
+        return weights_to_action(self.params, power / self.params.total_power_w).astype(np.float32)
 
 
 class EqualSplitPolicy(Baseline):

@@ -217,3 +217,74 @@ def test_bad_params_and_actions():
         env.step(np.full(10, np.nan, dtype=np.float32))
     with pytest.raises(InvalidActionError, match="shape"):
         env.step(np.ones(9, dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Learnability option: zero_weight_below
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("threshold", [0.1, 0.25, 0.5])
+def test_zero_weight_below_switches_channels_off_and_keeps_every_split(threshold):
+    kernel = PowerAllocationKernel(PowerAllocationParams(zero_weight_below=threshold), num_envs=300)
+    kernel.reset(seed=61)
+    rng = np.random.default_rng(8)
+    actions = rng.uniform(0, 1, (300, 10))
+    power = kernel.allocation(actions)
+    np.testing.assert_allclose(power.sum(axis=1), 3.0, rtol=1e-12)
+    assert np.all(power >= 0)
+    off = actions <= threshold
+    assert np.all(power[off & ~np.all(off, axis=1, keepdims=True)] == 0.0)
+    assert np.all(power[np.all(off, axis=1)] == 0.3)  # all weights zero: equal split
+    # Every split of the budget is still an action (the problem is unchanged).
+    splits = rng.dirichlet(np.full(10, 0.5), 300) * 3.0
+    splits[:, ::3] = 0.0
+    splits *= 3.0 / splits.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(kernel.allocation(kernel.power_to_action(splits).astype(np.float32)), splits,
+                               rtol=1e-6, atol=1e-6)  # float32 actions: absolute error ~ P_T 6e-8 / (1 - t)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.25, 0.5])
+def test_zero_weight_below_keeps_water_filling_the_reward_maximiser(threshold):
+    env = gym.make_vec(ENV_ID, num_envs=64, zero_weight_below=threshold)
+    env.reset(seed=62)
+    kernel = env.unwrapped.kernel if hasattr(env, "unwrapped") else env.kernel
+    optimum = sum_rate(kernel.gains, water_filling(kernel.gains, 3.0))
+    expert = kernel.power_to_action(water_filling(kernel.gains, 3.0))
+    assert np.all((expert >= 0) & (expert <= 1))
+    if threshold > 0:
+        assert np.all((expert > threshold) == (water_filling(kernel.gains, 3.0) > 0))
+    # The expert action of the info and the water-filling baseline attain the optimum.
+    rewards = kernel.step(expert.astype(np.float32))[1]
+    np.testing.assert_allclose(rewards, optimum, rtol=1e-6)
+    kernel.reset(seed=62)
+    info = kernel.step(expert)[4]
+    np.testing.assert_allclose(info["expert_action"], expert)
+    baseline = BASELINES["water_filling"](make_sb3_vec_env(ENV_ID, num_envs=64, zero_weight_below=threshold))
+    kernel.reset(seed=62)
+    np.testing.assert_allclose(kernel.step(baseline.predict(kernel.observe())[0])[1], optimum, rtol=1e-6)
+    # Random and local search never beat it.
+    rng = np.random.default_rng(9)
+    kernel.reset(seed=62)
+    for _ in range(50):
+        assert np.all(sum_rate(kernel.gains, kernel.allocation(rng.uniform(0, 1, (64, 10)))) <= optimum + 1e-12)
+    action, value = expert.copy(), sum_rate(kernel.gains, kernel.allocation(expert))
+    for sigma in (0.1, 0.01, 1e-3, 1e-5):
+        for _ in range(40):
+            trial = np.clip(action + rng.normal(0, sigma, action.shape), 0, 1)
+            rate = sum_rate(kernel.gains, kernel.allocation(trial))
+            better = rate > value
+            action[better], value[better] = trial[better], rate[better]
+    assert np.all(value <= optimum * (1 + 1e-12))
+
+
+def test_zero_weight_below_passes_the_checkers_and_rejects_bad_values():
+    gym_check_env(gym.make(ENV_ID, zero_weight_below=0.25).unwrapped, skip_render_check=True)
+    with pytest.warns(UserWarning, match="symmetric"):
+        sb3_check_env(gym.make(ENV_ID, zero_weight_below=0.25).unwrapped)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"zero_weight_below = .* is invalid: must be a number in \[0.0, 1.0\)"):
+            gym.make(ENV_ID, zero_weight_below=bad)
+    from gentwin.envs import power_allocation
+
+    doc = power_allocation.__doc__
+    assert "zero_weight_below" in doc.split("Action Space\n------------")[1].split("Observation Space")[0]
+    assert "zero_weight_below" in doc.split("Arguments\n---------")[1]
