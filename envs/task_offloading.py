@@ -437,6 +437,7 @@ class TaskOffloadingKernel(BatchedKernel):
         self.sum_cost = np.zeros(B)
         self._batch = np.arange(B)
         self._edges = np.arange(E)
+        self._devices = np.arange(U)
         self._link: dict[str, np.ndarray] | None = None
 
     def _build_spaces(self):
@@ -587,8 +588,7 @@ class TaskOffloadingKernel(BatchedKernel):
         uploading = (to_edge | to_cloud) & reach
 
         # Uplink: W split equally among this slot's uploads through each edge.
-        through = uploading[..., None] & (relay[..., None] == self._edges)  # (B, U, E)
-        n_up = through.sum(axis=1)  # (B, E)
+        n_up = np.bincount((b[:, None] * E + relay)[uploading], minlength=B * E).reshape(B, E)
         share_hz = p.edge_bandwidth_hz / np.maximum(np.take_along_axis(n_up, relay, axis=1), 1)
         gain = np.take_along_axis(link["gain"], relay[..., None], axis=2)[..., 0]
         rate = uplink_rate_bps(share_hz, gain, p)
@@ -613,23 +613,38 @@ class TaskOffloadingKernel(BatchedKernel):
         arrival = np.where(at_edge, up_end, np.inf)
         order = np.argsort(arrival, axis=1, kind="stable")
         a_sorted = np.take_along_axis(arrival, order, axis=1)  # (B, U)
-        edge_sorted = np.take_along_axis(relay, order, axis=1)
-        member = np.take_along_axis(at_edge, order, axis=1)[:, None, :] & (
-            edge_sorted[:, None, :] == self._edges[None, :, None]
-        )  # (B, E, U): task at sorted position k is served by edge j
-        service = np.take_along_axis(cycles, order, axis=1) / p.edge_cpu_hz
-        s = np.where(member, service[:, None, :], 0.0)
+        # Each edge's tasks in arrival order, packed into (B, E, W) with W the most
+        # tasks any edge gets this slot (far fewer than U): the recursion runs on
+        # that, not on a (B, E, U) array that is mostly non-members.  The padding
+        # (service 0, lead -inf) and the zeros of the full layout add nothing, so
+        # the result is the same to the last bit.
+        group = np.where(np.take_along_axis(at_edge, order, axis=1),
+                         np.take_along_axis(relay, order, axis=1), E)  # (B, U): edge, E = none
+        by_edge = np.argsort(group, axis=1, kind="stable")  # sorted positions grouped by edge
+        group_sorted = np.take_along_axis(group, by_edge, axis=1)
+        counts = np.bincount((group + (E + 1) * b[:, None]).ravel(), minlength=B * (E + 1)).reshape(B, E + 1)
+        first = np.cumsum(counts, axis=1) - counts
+        rank = self._devices - np.take_along_axis(first, group_sorted, axis=1)
+        W = max(int(counts[:, :E].max()), 1)
+        sel = group_sorted < E
+        rows_m = np.broadcast_to(b[:, None], (B, U))[sel]
+        edge_m, rank_m, pos_m = group_sorted[sel], rank[sel], by_edge[sel]
+        member = np.zeros((B, E, W), dtype=bool)
+        member[rows_m, edge_m, rank_m] = True
+        a_packed = np.zeros((B, E, W))
+        a_packed[rows_m, edge_m, rank_m] = a_sorted[rows_m, pos_m]
+        s = np.zeros((B, E, W))
+        s[rows_m, edge_m, rank_m] = cycles[rows_m, order[rows_m, pos_m]] / p.edge_cpu_hz
         S = np.cumsum(s, axis=2)
-        lead = np.where(member, a_sorted[:, None, :] - (S - s), -np.inf)
+        lead = np.where(member, a_packed - (S - s), -np.inf)
         free0 = self.edge_free_s[:, :, None]
         G = S + np.maximum(free0, np.maximum.accumulate(lead, axis=2))
         G_prev = np.concatenate([free0, G[:, :, :-1]], axis=2)
         D3 = deadline[:, :, None]
         F_prev = np.maximum(free0, np.minimum(G_prev, D3))
-        start_sorted = np.where(member, np.maximum(a_sorted[:, None, :], F_prev), 0.0).sum(axis=1)
         self.edge_free_s = np.maximum(self.edge_free_s, np.minimum(G[:, :, -1], deadline))
-        edge_start = np.empty((B, U))
-        np.put_along_axis(edge_start, order, start_sorted, axis=1)
+        edge_start = np.zeros((B, U))
+        edge_start[rows_m, order[rows_m, pos_m]] = np.maximum(a_packed, F_prev)[rows_m, edge_m, rank_m]
         edge_finish = edge_start + cycles / p.edge_cpu_hz
         edge_alive = at_edge & (edge_start < deadline)
         edge_cycles = np.where(edge_alive, p.edge_cpu_hz * (np.minimum(edge_finish, deadline) - edge_start), 0.0)
@@ -658,9 +673,9 @@ class TaskOffloadingKernel(BatchedKernel):
         self.pending_gen_s[rows, cols, k[:, None]] = now_c
         end = now_c + p.slot_s
         due = self.pending_done_s <= end[..., None]
-        newest = np.where(due, self.pending_gen_s, -np.inf).max(axis=2)
+        newest = np.max(self.pending_gen_s, axis=2, where=due, initial=-np.inf)
         self.fresh_gen_s = np.maximum(self.fresh_gen_s, newest)
-        self.pending_done_s = np.where(due, np.inf, self.pending_done_s)
+        np.copyto(self.pending_done_s, np.inf, where=due)
         self.twin_age_s = end - self.fresh_gen_s
 
         cost = (p.w_latency * latency + p.w_energy * energy + p.w_drop * dropped
