@@ -11,8 +11,10 @@ same number of environment steps over several seeds and user counts (presets
 held-out contexts (``gentwin.evaluation.EVAL_SEED``).  Reported per policy:
 
 * share of bound: sum of rewards (total QoE minus penalties) over the
-  evaluation contexts / sum of the continuous-relaxation optima (the upper
-  bound of ``gentwin.baselines.hdt_streaming``);
+  evaluation contexts / sum of the family's certified bound on them (``BOUND``
+  of ``gentwin.baselines.hdt_streaming``: the LP relaxation of the penalised
+  reward, evaluated by ``gentwin.evaluation.evaluate_bound`` on the same
+  contexts).  ``rounded_relaxation`` is a heuristic policy, not the bound;
 * total QoE (unpenalised) per context and the share of infeasible allocations.
 
 Reward curves (Fig. 4 a) go to TensorBoard under
@@ -20,9 +22,13 @@ Reward curves (Fig. 4 a) go to TensorBoard under
 
     tensorboard --logdir runs/HdtStreaming-v0
 
-Run (the figures in docs/hdt_streaming.md)::
+``--dynamic-episodes N`` adds the baselines and the bound on N episodes of the
+multi-step preset ``dynamic``.  ``--write-docs FILE`` writes the printed tables
+into the generated block of ``FILE``.  Run (the figures in docs/hdt_streaming.md)::
 
     nice -n 10 python benchmarks/hdt_streaming.py --users 5 10 20 40 --seeds 0 1 2 --timesteps 20000
+    python benchmarks/hdt_streaming.py --users 5 10 20 40 --algos --dynamic-episodes 8 \
+        --write-docs docs/hdt_streaming.md          # baselines and bound only
 
 Timings depend on the machine; the table is the result, not a test.
 """
@@ -31,16 +37,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gentwin.agents.registry import get_algorithm
-from gentwin.baselines.hdt_streaming import BASELINES, relaxation_bound
+from gentwin.baselines.hdt_streaming import BASELINES
 from gentwin.envs import make_sb3_vec_env
-from gentwin.envs.hdt_streaming import HdtStreamingKernel
-from gentwin.evaluation import EVAL_SEED, evaluate_policy
+from gentwin.evaluation import evaluate_bound, evaluate_policy
 
 ENV_ID = "gentwin/HdtStreaming-v0"
 LOG_DIR = "runs/HdtStreaming-v0"
@@ -67,10 +76,8 @@ def make_agent(algo: str, venv, seed: int, tensorboard: bool):
 
 
 def eval_bound(preset: str, n_episodes: int) -> np.ndarray:
-    """Relaxation optimum of each held-out context (instance i seeded EVAL_SEED + i)."""
-    kernel = HdtStreamingKernel(preset, num_envs=n_episodes)
-    kernel.reset(seed=EVAL_SEED)
-    return relaxation_bound(kernel)
+    """The certified bound of each held-out episode (episode i seeded EVAL_SEED + i)."""
+    return np.asarray(evaluate_bound(ENV_ID, n_episodes=n_episodes, env_kwargs={"params": preset}).values)
 
 
 def evaluate(policy, preset: str, n_episodes: int, bound: np.ndarray) -> dict:
@@ -104,7 +111,11 @@ def main(argv=None) -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--timesteps", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--algos", nargs="+", default=["diffusion", "sac", "td3", "ppo"])
+    parser.add_argument("--algos", nargs="*", default=["diffusion", "sac", "td3", "ppo"])
+    parser.add_argument("--dynamic-episodes", type=int, default=0,
+                        help="also evaluate the baselines and the bound on this many 'dynamic' episodes")
+    parser.add_argument("--write-docs", type=Path, default=None,
+                        help="write the tables into the generated block of this Markdown file")
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--eval-episodes", type=int, default=200)
     parser.add_argument("--no-tensorboard", action="store_true")
@@ -116,10 +127,10 @@ def main(argv=None) -> None:
     for users in args.users:
         preset = f"users{users}"
         bound = eval_bound(preset, args.eval_episodes)
-        rows.append({"policy": "relaxation bound", "users": users, "runs": 1, "share_mean": 1.0,
+        rows.append({"policy": "bound (lp_relaxation, certified)", "users": users, "runs": 1, "share_mean": 1.0,
                      "share_std": 0.0, "return_mean": float(bound.mean()), "qoe_mean": float(bound.mean()),
                      "violation_mean": 0.0, "train_s": 0.0})
-        print(f"U={users}: mean relaxation bound {bound.mean():.3f}", flush=True)
+        print(f"U={users}: mean certified bound {bound.mean():.3f}", flush=True)
         for name, cls in BASELINES.items():
             policy = cls(make_sb3_vec_env(ENV_ID, num_envs=1, params=preset))
             rows.append(summarise(name, users, [evaluate(policy, preset, args.eval_episodes, bound)]))
@@ -137,31 +148,87 @@ def main(argv=None) -> None:
                 print(f"  {algo} seed {seed}: {result}", flush=True)
             rows.append(summarise(algo, users, results))
 
-    print()
-    print(f"HdtStreaming-v0 (one-step), {args.timesteps} environment steps per run, n_envs={args.n_envs}, "
-          f"seeds {args.seeds}, {args.eval_episodes} held-out contexts per user count")
-    print("| users | policy | runs | share of bound (mean ± std over seeds) | reward | total QoE | "
+    dynamic = []
+    if args.dynamic_episodes:
+        n = args.dynamic_episodes
+        bound = eval_bound("dynamic", n)
+        dynamic.append(("bound (lp_relaxation, certified)", float(bound.mean()), 1.0, 0.0))
+        for name, cls in BASELINES.items():
+            res = evaluate_policy(cls(make_sb3_vec_env(ENV_ID, num_envs=1, params="dynamic")), ENV_ID,
+                                  n_episodes=n, env_kwargs={"params": "dynamic"})
+            ret = res.metric("return")
+            dynamic.append((name, float(ret.mean()), float(ret.sum() / bound.sum()),
+                            float(res.mean("violation_rate"))))
+
+    lines = []
+    out = lines.append
+    out(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `python benchmarks/hdt_streaming.py "
+        f"{' '.join(argv if argv is not None else sys.argv[1:])}` (load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}).")
+    out("")
+    out(f"HdtStreaming-v0 (one-step), {args.timesteps if args.algos else 0} environment steps per run, "
+        f"n_envs={args.n_envs}, seeds {args.seeds if args.algos else '-'}, {args.eval_episodes} held-out "
+        f"contexts per user count; share = sum of rewards / sum of the certified bound")
+    out("")
+    out("| users | policy | runs | share of bound (mean ± std over seeds) | reward | total QoE | "
           "infeasible | train s/run |")
-    print("|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['users']} | {r['policy']} | {r['runs']} | {100 * r['share_mean']:.1f}% ± "
+        out(f"| {r['users']} | {r['policy']} | {r['runs']} | {100 * r['share_mean']:.1f}% ± "
               f"{100 * r['share_std']:.1f} | {r['return_mean']:.2f} | {r['qoe_mean']:.2f} | "
               f"{100 * r['violation_mean']:.1f}% | {r['train_s']:.0f} |")
     # Fig. 4 b: reward (penalised total QoE) vs. number of users.
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    print()
-    print("Reward (total QoE minus penalties) per context vs. number of users (Fig. 4 b):")
-    print("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
-    print("|---|" + "---|" * len(args.users))
+    out("")
+    out("Reward (total QoE minus penalties) per context vs. number of users (Fig. 4 b):")
+    out("")
+    out("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
+    out("|---|" + "---|" * len(args.users))
     for name in policies:
         cells = []
         for u in args.users:
             match = [r for r in rows if r["policy"] == name and r["users"] == u]
             cells.append(f"{match[0]['return_mean']:.2f}" if match else "-")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        out(f"| {name} | " + " | ".join(cells) + " |")
+    out("")
+    out("Share of the certified bound vs. number of users:")
+    out("")
+    out("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
+    out("|---|" + "---|" * len(args.users))
+    for name in policies:
+        cells = []
+        for u in args.users:
+            match = [r for r in rows if r["policy"] == name and r["users"] == u]
+            cells.append(f"{100 * match[0]['share_mean']:.2f}%" if match else "-")
+        out(f"| {name} | " + " | ".join(cells) + " |")
+    if dynamic:
+        out("")
+        out(f"Multi-step preset `dynamic`, {args.dynamic_episodes} held-out episodes of 50 steps (return = "
+            f"total reward per episode):")
+        out("")
+        out("| policy | return | share of bound | infeasible steps |")
+        out("|---|---|---|---|")
+        for name, ret, share, viol in dynamic:
+            out(f"| {name} | {ret:.1f} | {100 * share:.2f}% | {100 * viol:.1f}% |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if args.write_docs:
+        write_docs(args.write_docs, text)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+
+
+BEGIN, END = "<!-- BEGIN generated by benchmarks/hdt_streaming.py -->", "<!-- END generated -->"
+
+
+def write_docs(path: Path, text: str) -> None:
+    """Replace the generated block of ``path`` (between the markers) with ``text``."""
+    doc = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(doc):
+        raise ValueError(f"{path} has no block between {BEGIN!r} and {END!r}")
+    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc))
 
 
 if __name__ == "__main__":
