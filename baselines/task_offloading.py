@@ -13,7 +13,7 @@ positions, queues and channels a network twin mirrors), so they set
 
 ``BASELINES`` holds the five rules; the enumeration is in ``EXACT_BASELINES``
 because it cannot be built for the default preset (train.py evaluates every
-entry of ``BASELINES``).  ``UPPER_BOUND`` is ``None``: the enumeration exists only for ``U <= 4``
+entry of ``BASELINES``).  ``BOUND`` is ``None``: the enumeration exists only for ``U <= 4``
 devices (the ``small`` preset) and not for the default ``medium`` preset, and
 even there it is the optimum of *one slot* (it ignores how today's placements
 delay tomorrow's tasks), not a bound on the episode return.
@@ -188,5 +188,6 @@ BASELINES = {
 #: Exact per-slot optimum, only for ``num_devices <= 4`` (e.g. ``params="small"``);
 #: kept out of ``BASELINES`` because it cannot be built for the default preset.
 EXACT_BASELINES = {OneSlotOptimumPolicy.name: OneSlotOptimumPolicy}
-#: No exact optimum for the default (medium) preset; see the module docstring.
-UPPER_BOUND = None
+#: No exact optimum or certified bound of the episode return (the one-slot optimum is
+#: exact per slot only, and only for U <= 4); see the module docstring.  No share is reported.
+BOUND = None

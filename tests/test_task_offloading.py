@@ -14,8 +14,8 @@ import torch
 import gentwin  # noqa: F401
 from gentwin.baselines.task_offloading import (
     BASELINES,
+    BOUND,
     EXACT_BASELINES,
-    UPPER_BOUND,
     GreedyLatencyPolicy,
     OneSlotOptimumPolicy,
 )
@@ -415,7 +415,7 @@ def test_baselines_respect_masks_and_their_rules():
     assert (BASELINES["all_local"](venv).predict(obs)[0] == 0).all()
     assert (BASELINES["all_cloud"](venv).predict(obs)[0] == 4).all()
     assert (BASELINES["all_nearest_edge"](venv).predict(obs)[0] == link["nearest"] + 1).all()
-    assert UPPER_BOUND is None  # the enumeration does not fit the default preset
+    assert BOUND is None  # the enumeration does not fit the default preset
 
 
 def test_greedy_beats_fixed_rules_over_seeds():
