@@ -108,6 +108,13 @@ with ``R_1 <= R_scale`` has an action (``menu_to_action`` inverts the map), the
 exact optimum included: its shares are those of its amounts and ``0`` for every
 payment (IR of type 1 and downward IC bind).
 
+Those zero shares sit at the box edge ``a = -1``, which squashed-Gaussian
+policies approach only asymptotically.  ``zero_share_below = t`` (default 0,
+``action_mode="feasible"`` only) reads the shares as ``max(z - t, 0) / (1 - t)``,
+so every ``z <= t`` means a zero share (binding payments, pooled amounts) and
+the optimum is reached from a set of actions of positive volume; the menus
+are the same.  ``menu_to_action`` then puts zero shares at ``z = t / 2``.
+
 Observation Space
 -----------------
 ``Box(0, 1, (2K + 7,), float32)``:
@@ -198,14 +205,16 @@ keyword arguments override fields (``num_types=3``).  Presets: ``default``
 Options that make the problem learnable without changing it (see Action Space
 and Rewards), e.g. ``gym.make(id, action_mode="feasible", reward_scale="optimum")``:
 
-=================  ==============================  ====================================
-field              values (default first)          what it changes
-=================  ==============================  ====================================
-``action_mode``    ``"raw"``, ``"feasible"``       how an action becomes a menu
-``penalty``        ``"cliff"``, ``"smooth"``       the reward of infeasible menus
-``reward_scale``   ``"none"``, ``"per_user"``,     positive per-state divisor of the
-                   ``"optimum"``                   reward
-=================  ==============================  ====================================
+====================  ==============================  ====================================
+field                 values (default first)          what it changes
+====================  ==============================  ====================================
+``action_mode``       ``"raw"``, ``"feasible"``       how an action becomes a menu
+``zero_share_below``  ``0.0``, any in ``[0, 1)``      with ``"feasible"``: shares up to
+                                                      it mean zero
+``penalty``           ``"cliff"``, ``"smooth"``       the reward of infeasible menus
+``reward_scale``      ``"none"``, ``"per_user"``,     positive per-state divisor of the
+                      ``"optimum"``                   reward
+====================  ==============================  ====================================
 
 Info
 ----
@@ -315,6 +324,8 @@ class ContractDesignParams:
     #: "raw": the paper's menu, every amount and payment free in its box;
     #: "feasible": the feasibility-preserving map (every action is an IR/IC menu).
     action_mode: str = "raw"
+    #: action_mode="feasible" only: shares z <= t mean 0, z = max(z - t, 0) / (1 - t).
+    zero_share_below: float = 0.0
     #: "cliff": the paper-style penalty with the ``penalty_base`` step;
     #: "smooth": ``min(U, U*) - N penalty_weight V``, continuous at the feasible boundary.
     penalty: str = "cliff"
@@ -359,6 +370,12 @@ class ContractDesignParams:
         check_field(self, "penalty_weight", low=0.0)
         check_field(self, "violation_tolerance", low=0.0, high=1.0)
         check_choice(self, "action_mode", ACTION_MODES)
+        check_field(self, "zero_share_below", low=0.0, high=1.0, high_inclusive=False)
+        if self.zero_share_below > 0.0 and self.action_mode != "feasible":
+            raise ValueError(
+                f"ContractDesignParams.zero_share_below = {self.zero_share_below!r} is invalid with "
+                f"action_mode={self.action_mode!r}: it applies to action_mode='feasible' only"
+            )
         check_choice(self, "penalty", PENALTIES)
         check_choice(self, "reward_scale", REWARD_SCALES)
         if self.reward_scale == "optimum" and self.utility_threshold <= 0.0:
@@ -739,7 +756,8 @@ class ContractDesignKernel(BatchedKernel):
         K = self.params.num_types
         a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
         if self.params.action_mode == "feasible":
-            return self._feasible_menu((a + 1.0) / 2.0)
+            t = self.params.zero_share_below
+            return self._feasible_menu(np.maximum((a + 1.0) / 2.0 - t, 0.0) / (1.0 - t))
         q = self.capacity_kbit[:, None] * (a[:, :K] + 1.0) / 2.0
         payment = self.payment_scale[:, None] * (a[:, K:] + 1.0) / 2.0
         return q, payment
@@ -779,6 +797,11 @@ class ContractDesignKernel(BatchedKernel):
         payment = np.asarray(payment, dtype=np.float64)
         if self.params.action_mode == "feasible":
             z = self._menu_shares(q, payment)
+            t = self.params.zero_share_below
+            if t > 0.0:
+                # Zero shares (up to round-off; a share of 1e-6 moves a payment by 1e-6 of
+                # its IC band) go to the middle of the actions that mean zero.
+                z = np.where(z > 1e-6, t + (1.0 - t) * z, 0.5 * t)
             return (2.0 * z - 1.0).astype(dtype)
         a_q = 2.0 * q / self.capacity_kbit[:, None] - 1.0
         a_r = 2.0 * payment / self.payment_scale[:, None] - 1.0
@@ -790,22 +813,24 @@ class ContractDesignKernel(BatchedKernel):
         K = p.num_types
         cap = self.capacity_kbit[:, None]
 
-        def share(num, den):
+        def share(num, den, scale):
+            # A band narrower than round-off (pooled amounts) carries no share.
             with np.errstate(divide="ignore", invalid="ignore"):
-                return np.clip(np.where(den > 0.0, num / den, 0.0), 0.0, 1.0)
+                return np.clip(np.where(den > 1e-12 * scale, num / den, 0.0), 0.0, 1.0)
 
         q = np.clip(q, 0.0, cap)
         previous = np.concatenate([np.zeros((len(q), 1)), q[:, :-1]], axis=1)
-        z_q = share(q - previous, cap - previous)
+        z_q = share(q - previous, cap - previous, cap)
         # Payments are read against the amounts the shares actually give.
         q_mapped, _ = self._feasible_menu(np.concatenate([z_q, np.zeros_like(z_q)], axis=1))
         psi = self.cost_per_mj
         energy = semantic_energy_mj(p, q_mapped, self.gain_per_w[:, None])
         step_energy = np.diff(energy, axis=1)
         binding = p.utility_threshold + psi[:, 0] * energy[:, 0]
-        z_first = share(payment[:, 0] - binding, self.payment_scale - binding)
+        r_scale = self.payment_scale[:, None]
+        z_first = share(payment[:, 0] - binding, self.payment_scale - binding, self.payment_scale)
         low = psi[:, 1:] * step_energy
-        z_steps = share(np.diff(payment, axis=1) - low, (psi[:, :-1] - psi[:, 1:]) * step_energy)
+        z_steps = share(np.diff(payment, axis=1) - low, (psi[:, :-1] - psi[:, 1:]) * step_energy, r_scale)
         return np.concatenate([z_q, z_first[:, None], z_steps], axis=1)
 
     def evaluate(self, q: np.ndarray, payment: np.ndarray) -> dict[str, np.ndarray]:

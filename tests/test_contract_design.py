@@ -664,3 +664,43 @@ def test_options_appear_in_the_docstring():
     assert 'action_mode="feasible"' in doc.split("Action Space\n------------")[1].split("Observation Space")[0]
     rewards = doc.split("Rewards\n-------")[1].split("Starting State")[0]
     assert 'penalty="smooth"' in rewards and "reward_scale" in rewards
+
+
+@pytest.mark.parametrize("threshold", [0.25, 0.5])
+def test_zero_share_below_keeps_the_map_feasible_and_the_optimum_reachable(threshold):
+    kernel = _kernel(400, seed=16, action_mode="feasible", zero_share_below=threshold)
+    plain = _kernel(400, seed=16, action_mode="feasible")
+    K = kernel.params.num_types
+    rng = np.random.default_rng(5)
+    a = rng.uniform(-1, 1, (400, 2 * K))
+    q, payment = kernel.action_to_menu(a)
+    assert kernel.evaluate(q, payment)["feasible"].all()
+    # The same menus as the plain map with the shares squeezed: z <= t means 0.
+    z = np.maximum((a + 1) / 2 - threshold, 0) / (1 - threshold)
+    q0, payment0 = plain.action_to_menu(2 * z - 1)
+    np.testing.assert_allclose(q, q0, rtol=1e-12)
+    np.testing.assert_allclose(payment, payment0, rtol=1e-12)
+    # The optimum: its zero shares sit in the middle of the dead zone, and a whole
+    # neighbourhood of that action plays exactly the optimal payments.
+    expert = kernel.menu_to_action(kernel.optimal_q, kernel.optimal_payment)
+    np.testing.assert_allclose(expert[:, K:], threshold - 1.0, atol=1e-7)  # z = t / 2
+    reward = kernel.reward_of(*kernel.action_to_menu(expert))[0]
+    np.testing.assert_allclose(reward, kernel.optimal_utility, rtol=1e-6)
+    nudged = expert.astype(np.float64)
+    nudged[:, K:] += rng.uniform(-0.4, 0.4, (400, K)) * threshold
+    np.testing.assert_allclose(kernel.reward_of(*kernel.action_to_menu(nudged))[0], reward, rtol=1e-12)
+    # Random search still never beats it.
+    for _ in range(5):
+        r = kernel.reward_of(*kernel.action_to_menu(rng.uniform(-1, 1, (400, 2 * K))))[0]
+        assert np.all(r <= kernel.optimal_utility + 1e-9 * np.abs(kernel.optimal_utility))
+
+
+def test_zero_share_below_rejects_bad_values_and_the_raw_mode():
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"zero_share_below = .* is invalid: must be a number in \[0.0, 1.0\)"):
+            gym.make(STATIC, action_mode="feasible", zero_share_below=bad)
+    with pytest.raises(ValueError, match="zero_share_below = 0.25 is invalid with action_mode='raw'"):
+        gym.make(STATIC, zero_share_below=0.25)
+    gym_check_env(gym.make(STATIC, action_mode="feasible", zero_share_below=0.25).unwrapped, skip_render_check=True)
+    assert "zero_share_below" in __import__("gentwin.envs.contract_design", fromlist=["x"]).__doc__.split(
+        "Arguments\n---------")[1]
