@@ -129,6 +129,7 @@ from gentwin.envs.core import (
     KernelEnv,
     KernelVectorEnv,
     check_field,
+    check_memory,
 )
 
 __all__ = [
@@ -220,10 +221,11 @@ class AspSelectionParams:
 
     def __post_init__(self) -> None:
         check_field(self, "num_asps", low=1, high=10_000, integer=True)
-        check_field(self, "capacity_min", low=1, integer=True)
-        check_field(self, "capacity_max", low=self.capacity_min, integer=True)
-        check_field(self, "capacity_step", low=1, integer=True)
-        check_field(self, "demand_choices", low=1, integer=True)
+        # Capacities are listed (arange) when the market is drawn: bounded like the other sizes.
+        check_field(self, "capacity_min", low=1, high=1_000_000, integer=True)
+        check_field(self, "capacity_max", low=self.capacity_min, high=1_000_000, integer=True)
+        check_field(self, "capacity_step", low=1, high=1_000_000, integer=True)
+        check_field(self, "demand_choices", low=1, high=1_000_000, integer=True)
         check_field(self, "tasks_per_episode", low=1, high=10_000_000, integer=True)
         check_field(self, "arrival_rate_per_s", low=0.0, low_inclusive=False)
         check_field(self, "runtime_scale_s", low=0.0, low_inclusive=False)
@@ -333,6 +335,9 @@ class AspSelectionKernel(BatchedKernel):
     def __init__(self, params: AspSelectionParams | str | None = None, num_envs: int = 1):
         super().__init__(params, num_envs)
         p = self.params
+        # About 200 bytes per task and instance: the task-major records and the reset's temporaries.
+        check_memory(type(self).__name__, self.num_envs, 200.0 * (p.tasks_per_episode + 1) + 64.0 * p.num_asps,
+                     {"tasks_per_episode": p.tasks_per_episode, "num_asps": p.num_asps})
         self.market = draw_market(p)
         self.capacity = self.market.capacity.astype(np.float64)
         self.demand_values = np.asarray(p.demand_choices, dtype=np.int64)

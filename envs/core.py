@@ -88,6 +88,7 @@ __all__ = [
     "check_actions",
     "check_choice",
     "check_field",
+    "check_memory",
     "check_seed",
     "make_sb3_vec_env",
 ]
@@ -100,6 +101,19 @@ class InvalidActionError(ValueError):
 # ---------------------------------------------------------------------------
 # Parameter validation helpers, used by every family's frozen Params dataclass.
 # ---------------------------------------------------------------------------
+def _declared_default(params: Any, name: str) -> Any:
+    """The dataclass default of field ``name`` (``None`` if it has none)."""
+    if not dataclasses.is_dataclass(params):
+        return None
+    for field in dataclasses.fields(params):
+        if field.name == name:
+            if field.default is not dataclasses.MISSING:
+                return field.default
+            if field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+    return None
+
+
 def check_field(
     params: Any,
     name: str,
@@ -116,7 +130,17 @@ def check_field(
     """
     value = getattr(params, name)
     owner = type(params).__name__
+    # A field declared with a tuple default takes a sequence, any other a single number:
+    # a scalar where a sequence belongs (or the reverse) would fail later in a TypeError.
+    declared = _declared_default(params, name)
+    if declared is not None:
+        if isinstance(declared, (tuple, list)) and not isinstance(value, (tuple, list, np.ndarray)):
+            raise ValueError(f"{owner}.{name} = {value!r} is invalid: must be a sequence of numbers")
+        if not isinstance(declared, (tuple, list)) and np.ndim(value) != 0:
+            raise ValueError(f"{owner}.{name} = {value!r} is invalid: must be a single number")
     values = np.atleast_1d(np.asarray(value))
+    if values.dtype.kind == "b" and not isinstance(declared, (bool, np.bool_)):
+        raise ValueError(f"{owner}.{name} = {value!r} is invalid: must be a number, not a bool")
     if values.size == 0:
         raise ValueError(f"{owner}.{name} = {value!r} is invalid: must not be empty")
     if values.dtype.kind not in "biuf":
@@ -148,6 +172,30 @@ def check_choice(params: Any, name: str, allowed: Sequence[str]) -> None:
         raise ValueError(
             f"{type(params).__name__}.{name} = {value!r} is invalid: "
             f"must be one of {', '.join(repr(a) for a in allowed)}"
+        )
+
+
+#: Most memory a kernel may take for the state of all its instances.  Beyond it,
+#: construction raises ``ValueError`` instead of failing in a deep ``MemoryError``
+#: (or swapping) when the arrays are allocated.
+MAX_STATE_BYTES = 8 * 2**30
+
+
+def check_memory(owner: str, num_envs: int, bytes_per_instance: float, fields: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if ``num_envs`` instances would need more than :data:`MAX_STATE_BYTES`.
+
+    ``bytes_per_instance`` is the family's estimate of one instance's arrays (state,
+    episode draws and the reset's temporaries); ``fields`` are the size-like
+    parameters it depends on, named in the message.
+    """
+    total = float(bytes_per_instance) * num_envs
+    if total > MAX_STATE_BYTES:
+        named = ", ".join(f"{key} = {value!r}" for key, value in fields.items())
+        fit = int(MAX_STATE_BYTES // max(float(bytes_per_instance), 1.0))
+        raise ValueError(
+            f"{owner}: {named} with num_envs = {num_envs} is invalid: the episode state would take "
+            f"{total / 2**30:.1f} GiB, more than the {MAX_STATE_BYTES / 2**30:.0f} GiB allowed "
+            f"(gentwin.envs.core.MAX_STATE_BYTES); with these parameters at most {fit} instances fit"
         )
 
 

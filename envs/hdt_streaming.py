@@ -214,7 +214,7 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-from gentwin.envs.core import BatchedKernel, KernelEnv, KernelVectorEnv, check_choice, check_field
+from gentwin.envs.core import BatchedKernel, KernelEnv, KernelVectorEnv, check_choice, check_field, check_memory
 
 __all__ = [
     "PRESETS",
@@ -637,6 +637,9 @@ class HdtStreamingKernel(BatchedKernel):
         B, U = self.num_envs, p.num_users
         self.dynamic = p.horizon > 1
         L = p.horizon + 1 if self.dynamic else p.context_block
+        # The context tapes (B, L, U) and the reset's temporaries.
+        check_memory(type(self).__name__, B, 80.0 * L * U + 32.0 * L,
+                     {"horizon" if self.dynamic else "context_block": L - self.dynamic, "num_users": U})
         self.tape_length = L
         # Tapes of contexts (B, L, U) / (B, L) and where each instance stands on its own.
         self.tape_snr_db = np.zeros((B, L, U))

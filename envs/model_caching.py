@@ -176,6 +176,7 @@ from gentwin.envs.core import (
     KernelParallelEnv,
     KernelVectorEnv,
     check_field,
+    check_memory,
 )
 
 __all__ = [
@@ -374,8 +375,17 @@ class ModelCachingParams:
                 f"ModelCachingParams.family_request_share = {self.family_request_share!r} is invalid: "
                 f"needs {len(FAMILIES)} non-negative shares for {FAMILIES} with a positive sum"
             )
-        check_field(self, "drift_period_slots", low=1, integer=True)
-        check_field(self, "drift_swaps", low=0, integer=True)
+        check_field(self, "drift_period_slots", low=1, high=1_000_000, integer=True)
+        check_field(self, "drift_swaps", low=0, high=1_000, integer=True)
+        # The swaps are drawn one by one at every reset (a Python loop): bound their number.
+        swaps = (-(-self.num_slots // self.drift_period_slots) - 1) * self.num_edges * self.drift_swaps
+        if swaps > 100_000:
+            raise ValueError(
+                f"ModelCachingParams.drift_swaps = {self.drift_swaps!r} is invalid: with num_slots = "
+                f"{self.num_slots}, drift_period_slots = {self.drift_period_slots} and num_edges = "
+                f"{self.num_edges} an episode would draw {swaps:,} popularity swaps at every reset; "
+                f"at most 100,000 are allowed"
+            )
         check_field(self, "popularity_seed", low=0, integer=True)
         check_field(self, "aoc_decay", low=0.0, high=1.0)
         if self.a1_reading not in A1_READINGS:
@@ -422,6 +432,8 @@ class ModelCachingKernel(BatchedKernel):
         super().__init__(p, num_envs)
         self._build_catalogue()
         B, E, M, T = self.num_envs, self.num_edges, self.num_models, p.num_slots
+        # The arrivals (int32) plus the reset's float64 popularity temporaries.
+        check_memory(type(self).__name__, B, 28.0 * T * E * M, {"num_slots": T, "num_edges": E, "models": M})
         self.arrivals = np.zeros((B, T, E, M), dtype=np.int32)
         self.slot = np.zeros(B, dtype=np.int64)
         self.cached = np.zeros((B, E, M), dtype=bool)

@@ -201,6 +201,7 @@ from gentwin.envs.core import (
     KernelParallelEnv,
     KernelVectorEnv,
     check_field,
+    check_memory,
 )
 
 __all__ = [
@@ -277,7 +278,8 @@ class TaskOffloadingParams:
         check_field(self, "task_bits_max", low=self.task_bits_min)
         check_field(self, "cycles_per_bit_min", low=0.0, low_inclusive=False)
         check_field(self, "cycles_per_bit_max", low=self.cycles_per_bit_min)
-        check_field(self, "deadline_s", low=0.0, low_inclusive=False)
+        # The twin-age ring holds deadline_s / slot_s + 1 slots per device: at most 10,001.
+        check_field(self, "deadline_s", low=0.0, high=10_000 * self.slot_s, low_inclusive=False)
         check_field(self, "twin_update_prob", low=0.0, high=1.0)
         check_field(self, "device_cpu_hz", low=0.0, low_inclusive=False)
         check_field(self, "edge_cpu_hz", low=0.0, low_inclusive=False)
@@ -402,6 +404,9 @@ class TaskOffloadingKernel(BatchedKernel):
         super().__init__(params, num_envs)
         p = self.params
         B, U, E, T, K = self.num_envs, p.num_devices, p.num_edges, p.episode_slots, p.pending_slots
+        # Episode draws (T, U[, E]) per instance, the twin-age ring and the reset's temporaries.
+        check_memory(type(self).__name__, B, T * U * (130.0 + 12.0 * E) + 16.0 * U * K,
+                     {"episode_slots": T, "num_devices": U, "num_edges": E, "deadline_s": p.deadline_s})
         self.possible_agents = [f"device_{u}" for u in range(U)]
         self.single_agent_observation_space = spaces.Box(0.0, 1.0, shape=(10 + 2 * E,), dtype=np.float32)
         self.single_agent_action_space = spaces.Discrete(p.num_choices)

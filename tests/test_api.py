@@ -604,3 +604,31 @@ def test_pettingzoo_module_convention(module_name):
     _, rewards, *_ = par.step(actions)
     for agent in par.possible_agents:
         assert aec.rewards[agent] == pytest.approx(rewards[agent], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "env_id, field, value, allowed",
+    [
+        ("gentwin/AspSelection-v0", "capacity_max", 10**12, r"\[600, 1000000\]"),
+        ("gentwin/TaskOffloading-v0", "deadline_s", 1e12, r"\(0.0, 1000.0\]"),
+        ("gentwin/ModelCaching-v0", "drift_swaps", 10**6, r"\[0, 1000\]"),
+        ("gentwin/ModelCaching-v0", "drift_swaps", 10**12, r"\[0, 1000\]"),
+        ("gentwin/AspSelection-v0", "demand_choices", 3, "sequence"),  # a tuple field given a number
+    ],
+)
+def test_huge_or_misshapen_parameters_raise_a_value_error_at_once(env_id, field, value, allowed):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"{field} = {value!r} is invalid.*{allowed}"):
+        gym.make(env_id, **{field: value})
+    assert time.perf_counter() - start < 1.0
+
+
+def test_memory_estimate_is_checked_before_allocating():
+    with pytest.raises(ValueError, match=r"tasks_per_episode = 10000000.*num_envs = 1024 is invalid.*GiB"):
+        gym.make_vec("gentwin/AspSelection-v0", num_envs=1024, tasks_per_episode=10_000_000)
+    with pytest.raises(ValueError, match=r"episode_slots = 1000000.*at most \d+ instances fit"):
+        gym.make_vec("gentwin/TaskOffloading-v0", num_envs=64, episode_slots=1_000_000)
+    with pytest.raises(ValueError, match=r"drift_swaps = 100 is invalid.*popularity swaps"):
+        gym.make("gentwin/ModelCaching-v0", num_slots=100_000, drift_period_slots=1, drift_swaps=100)
