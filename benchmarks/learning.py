@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                              env_kwargs=env_kwargs, hyperparams=overrides, eval_freq=0,
                              eval_episodes=args.eval_episodes, log_root=args.log_root, progress_bar=False)
         load_start = os.getloadavg()[0]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = train(config, hyperparams_file=args.hyperparams)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         one_seed = [a for a in (argv if argv is not None else sys.argv[1:])]
         if "--seeds" in one_seed:
             i = one_seed.index("--seeds")
@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             "eval_episodes": args.eval_episodes,
             "eval_seed": config.eval_seed,
             "wall_s": round(wall, 2),
+            # CPU seconds of this process: with one thread, the wall time the run would take on
+            # an idle core (the shared machine's load inflates wall_s, not cpu_s).
+            "cpu_s": round(cpu, 2),
             "threads": args.threads,
             "loadavg_start": round(load_start, 2),
             "loadavg_end": round(os.getloadavg()[0], 2),
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(records_path, "a") as fh:
             fh.write(json.dumps(record, default=float) + "\n")
         shown = {k: round(v, 4) for k, v in record["agent"].items() if k not in ("length",)}
-        print(f"{label} seed {seed}: {shown} ({wall:.0f} s)", flush=True)
+        print(f"{label} seed {seed}: {shown} ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
     return 0
 
 

@@ -84,8 +84,9 @@ def build_table(records: list[dict]) -> str:
         "Every run is evaluated deterministically on held-out seeds (from `EVAL_SEED`), the same",
         "episodes for every agent and baseline of a section. **Share** = mean objective over those",
         "episodes / mean reference on the same episodes; mean ± 95 % Student-t interval over seeds.",
-        "Wall time is per run (training and evaluation), single-threaded unless stated, measured on",
-        "the project's 2-core machine while other work shared it (load average in the records).",
+        "Times are per run (training and evaluation), single-threaded: CPU seconds of the run's",
+        "process (what it takes on an idle core) and wall seconds on the project's 2-core machine,",
+        "which other work shared (load average in the records).",
         "",
     ]
     for (env_id, env_kwargs), recs in groups.items():
@@ -97,24 +98,25 @@ def build_table(records: list[dict]) -> str:
         head = ["agent", "steps", "n_envs", "seeds", "share of reference", "mean return"]
         if has_violation:
             head.append("violation rate")
-        head += ["wall s / run", "eval episodes"]
+        head += ["CPU s / run", "wall s / run", "eval episodes"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         variants: "OrderedDict[tuple, list[dict]]" = OrderedDict()
         for r in recs:
             variants.setdefault((r["label"], r["timesteps"], r["n_envs"]), []).append(r)
         for (label, steps, n_envs), runs in variants.items():
-            shares, returns, viol, walls = [], [], [], []
+            shares, returns, viol, walls, cpus = [], [], [], [], []
             for r in runs:
                 obj, ref, _ = _objective_and_reference(env_id, r["agent"], r)
                 shares.append(obj / ref if (obj is not None and ref) else float("nan"))
                 returns.append(r["agent"].get("return", float("nan")))
                 viol.append(r["agent"].get("violation_rate", float("nan")))
                 walls.append(r["wall_s"])
+                cpus.append(r.get("cpu_s", float("nan")))
             row = [f"`{label}`", f"{steps:,}", str(n_envs), str(len(runs)), _fmt(*t_interval(shares)),
                    _fmt(*t_interval(returns), digits=3)]
             if has_violation:
                 row.append(_fmt(*t_interval(viol), digits=3))
-            row += [f"{np.mean(walls):.0f}", str(runs[0]["eval_episodes"])]
+            row += [f"{np.mean(cpus):.0f}", f"{np.mean(walls):.0f}", str(runs[0]["eval_episodes"])]
             lines.append("| " + " | ".join(row) + " |")
         latest = recs[-1]
         if latest.get("baselines"):

@@ -372,10 +372,12 @@ def _attach_shares(summaries: Sequence[PolicySummary], bound: BoundResult | None
     if ub == 0 or not np.isfinite(ub):
         return None
     for s in summaries:
+        # The paper's units: unscaled_return where a reward option scaled the training reward.
+        key = "unscaled_return" if "unscaled_return" in s.stats else "return"
         if s.kind == "agent":
-            s.share_of_bound = t_interval([run["return"] / ub for run in s.runs])
+            s.share_of_bound = t_interval([run[key] / ub for run in s.runs])
         else:
-            st = s.stats["return"]
+            st = s.stats[key]
             s.share_of_bound = Stat(st.mean / ub, st.half_width / abs(ub), st.n)
     return ub
 

@@ -276,7 +276,7 @@ def _eval_metrics(agent: Any, bound: Any) -> dict[str, float]:
     for key in agent.metrics:
         if key not in ("return", "r", "l", "t"):
             metrics[key] = agent.mean(key)
-    share = share_of_bound(float(ret.mean()), bound)
+    share = share_of_bound(agent.mean(agent.objective_key), bound)
     if share is not None:
         metrics["share_of_bound"] = share
     return metrics
