@@ -383,16 +383,19 @@ def test_reward_bound_dominates_every_action_feasible_or_not(preset):
 
 
 def test_episode_reward_bound_sums_the_contexts_and_dominates_the_baselines():
-    kernel = HdtStreamingKernel("dynamic", num_envs=4)
+    import dataclasses
+
+    short = dataclasses.replace(PRESETS["dynamic"], horizon=8)  # users still join and leave
+    kernel = HdtStreamingKernel(short, num_envs=3)
     kernel.reset(seed=8)
     observed = kernel.observe().copy()
     bound = episode_reward_bound(kernel)
     np.testing.assert_array_equal(kernel.observe(), observed)  # the kernel itself is not touched
     for name, cls in BASELINES.items():
-        k = HdtStreamingKernel("dynamic", num_envs=4)
+        k = HdtStreamingKernel(short, num_envs=3)
         obs = k.reset(seed=8)
         policy = cls(k)
-        total, per_context = np.zeros(4), np.zeros(4)
+        total, per_context = np.zeros(3), np.zeros(3)
         for _ in range(k.params.horizon):
             per_context += reward_bound(k)
             obs, reward, *_ = k.step(policy.predict(obs)[0])
