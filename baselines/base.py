@@ -4,7 +4,7 @@ A baseline answers ``predict(observation)`` exactly like a Stable-Baselines3
 model, so train.py, the evaluation harness and user code treat trained agents
 and baselines the same way.  Observations may be one observation or a batch.
 
-Some baselines are *oracles*: the upper bound of ASP selection knows the hidden
+Some baselines are *oracles*: the greedy oracle of ASP selection knows the hidden
 quality curves, the perfect-CSI optimiser of RIS/ISAC knows the true channel.
 They read what they need from the kernel they act on; :meth:`Baseline.attach`
 binds them to an environment view (single env, vector env, SB3 VecEnv or the

@@ -18,6 +18,7 @@ Seeds: instance ``i`` is seeded ``seed + i``.  Training uses small seeds
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,11 @@ def share_of_bound(mean_return: float, bound: "BoundResult | float | None") -> f
     return float(mean_return / ub)
 
 
+#: Bounds already evaluated in this process: a bound is a function of the episodes
+#: alone, and compare/sweep evaluate the same held-out episodes before every run.
+_BOUND_CACHE: dict[tuple, "BoundResult | None"] = {}
+
+
 def evaluate_bound(
     env_id: str,
     n_episodes: int = 8,
@@ -171,16 +177,21 @@ def evaluate_bound(
     the episode every policy plays as its episode ``i``.  ``bound``: a
     :class:`gentwin.baselines.base.Bound`, or ``"declared"`` for the family's own.
     Returns None when the family declares none or it does not apply to the params.
+    Declared bounds are cached per (id, params, episodes) for the process.
     """
-    from gentwin.baselines.base import get_baselines, get_bound, kernel_of
+    from gentwin.baselines.base import get_baselines, kernel_of
 
     if n_episodes < 1:
         raise ValueError(f"n_episodes = {n_episodes!r} is invalid: must be >= 1")
+    if isinstance(bound, str) and bound == "declared":
+        key = (env_id, repr(sorted((env_kwargs or {}).items())), int(n_episodes), int(seed))
+        if key not in _BOUND_CACHE:
+            _BOUND_CACHE[key] = evaluate_bound(env_id, n_episodes, seed, env_kwargs, bound=_declared(env_id, env_kwargs))
+        cached = _BOUND_CACHE[key]
+        return None if cached is None else dataclasses.replace(cached, values=list(cached.values))
     venv = make_sb3_vec_env(env_id, num_envs=n_episodes, **(env_kwargs or {}))
     try:
         kernel = kernel_of(venv)
-        if isinstance(bound, str) and bound == "declared":
-            bound = get_bound(env_id, kernel.params)
         if bound is None or not bound.applies_to(kernel.params):
             return None
         if bound.value is not None:
@@ -195,3 +206,14 @@ def evaluate_bound(
     finally:
         venv.close()
     return BoundResult(bound.name, bound.kind, [float(v) for v in values], bound.description)
+
+
+def _declared(env_id: str, env_kwargs: dict | None):
+    """The family's declared bound, or None (also where it does not apply to these params)."""
+    from gentwin.baselines.base import get_bound, kernel_of
+
+    venv = make_sb3_vec_env(env_id, num_envs=1, **(env_kwargs or {}))
+    try:
+        return get_bound(env_id, kernel_of(venv).params)
+    finally:
+        venv.close()

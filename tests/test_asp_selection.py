@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gentwin  # noqa: F401
-from gentwin.baselines import get_baselines, get_bound
+from gentwin.baselines import CERTIFIED_UPPER_BOUND, get_baselines
 from gentwin.envs import InvalidActionError, make_sb3_vec_env
 from gentwin.envs.asp_selection import (
     AspSelectionEnv,
@@ -18,7 +18,7 @@ from gentwin.envs.asp_selection import (
     quality_curve,
     task_runtime_s,
 )
-from gentwin.evaluation import evaluate_policy
+from gentwin.evaluation import evaluate_bound, evaluate_policy
 
 ENV_ID = "gentwin/AspSelection-v0"
 
@@ -202,23 +202,34 @@ def test_episode_summary_at_end_of_episode():
     assert set(summary) >= {"utility", "crashes", "crashed_tasks", "crash_rate", "finished"}
 
 
-@pytest.mark.parametrize("preset", ["survey", "reference"])
-def test_baseline_ordering_over_seeds(preset):
-    """upper bound > crash-avoid > round-robin > random, on every seed."""
+#: Short episodes of each preset, so the LP bound of every episode takes about a second.
+SHORT = {"survey": {"tasks_per_episode": 300}, "reference": {"tasks_per_episode": 300},
+         "d2sac": {"window_s": 300_000.0}}
+
+
+@pytest.mark.parametrize("preset", ["survey", "reference", "d2sac"])
+def test_baseline_ordering_and_the_bound_over_seeds(preset):
+    """LP bound >= capacity pricing > greedy oracle > crash-avoid > round-robin > random,
+    on every held-out episode."""
+    env_kwargs = {"params": preset, **SHORT[preset]}
     returns = {}
     for name, cls in get_baselines(ENV_ID).items():
-        venv = make_sb3_vec_env(ENV_ID, num_envs=4, params=preset)
-        returns[name] = evaluate_policy(cls(venv, seed=0), ENV_ID, n_episodes=4, seed=500, venv=venv).metric("return")
-    assert get_bound(ENV_ID) is None  # the greedy "upper bound" is no bound
-    assert np.all(returns["upper_bound"] > returns["crash_avoid"])
+        venv = make_sb3_vec_env(ENV_ID, num_envs=3, **env_kwargs)
+        returns[name] = evaluate_policy(cls(venv, seed=0), ENV_ID, n_episodes=3, seed=500, venv=venv).metric("return")
+    bound = evaluate_bound(ENV_ID, n_episodes=3, seed=500, env_kwargs=env_kwargs)
+    assert (bound.name, bound.kind) == ("lp_relaxation", CERTIFIED_UPPER_BOUND)
+    for name, values in returns.items():
+        assert np.all(values <= np.asarray(bound.values)), name
+    assert np.all(returns["capacity_pricing"] > returns["greedy_oracle"])
+    assert np.all(returns["greedy_oracle"] > returns["crash_avoid"])
     assert np.all(returns["crash_avoid"] > returns["round_robin"])
     assert np.all(returns["round_robin"] > returns["random"])
 
 
-def test_upper_bound_picks_best_feasible_quality():
+def test_greedy_oracle_picks_best_feasible_quality():
     venv = make_sb3_vec_env(ENV_ID, num_envs=2, params="reference", seed=4)
     obs = venv.reset()
-    policy = get_baselines(ENV_ID)["upper_bound"](venv)
+    policy = get_baselines(ENV_ID)["greedy_oracle"](venv)
     kernel = venv.kernel
     for _ in range(200):
         actions, _ = policy.predict(obs)
@@ -232,6 +243,92 @@ def test_upper_bound_picks_best_feasible_quality():
                 assert feasible[actions[i]]
                 assert kernel.market.quality[actions[i], didx[i]] == pytest.approx(best)
         obs, _, _, _ = venv.step(actions)
+
+
+def test_capacity_prices_come_from_training_seeds():
+    from gentwin.baselines.asp_selection import PRICE_FIT_EPISODES, PRICE_FIT_SEED, fit_capacity_prices
+    from gentwin.evaluation import EVAL_SEED
+
+    assert PRICE_FIT_SEED + PRICE_FIT_EPISODES <= EVAL_SEED  # never an evaluation episode
+    params = AspSelectionKernel.resolve_params("reference")
+    prices = fit_capacity_prices(params)
+    assert prices.shape == (20,) and np.all(np.isfinite(prices)) and np.all(prices >= 0) and prices.max() > 0
+    # The fit depends on the market and rates, not on the evaluation episodes' length.
+    longer = AspSelectionKernel.resolve_params("reference", tasks_per_episode=2000)
+    np.testing.assert_array_equal(fit_capacity_prices(longer), prices)
+
+
+# ---------------------------------------------------------------------------
+# The LP bound against exact optima of small instances
+# ---------------------------------------------------------------------------
+SMALL_MARKET = dict(num_asps=3, capacity_min=200, capacity_max=400, capacity_step=100,
+                    demand_choices=(100, 150, 200), tasks_per_episode=8, arrival_rate_per_s=1 / 4000)
+
+
+def _all_action_sequences(params, seed):
+    """Return and crash flag of every one of the I^L action sequences on one episode
+    (the kernel's own dynamics, crashes included): the exact hindsight optimum of all policies."""
+    import copy
+    import itertools
+
+    from gymnasium.utils import seeding
+
+    I, L = params.num_asps, params.tasks_per_episode
+    kernel = AspSelectionKernel(params, num_envs=I**L)
+    generator = seeding.np_random(seed)[0]  # how reset(seed=seed) seeds instance 0
+    kernel.rngs = [copy.deepcopy(generator) for _ in range(I**L)]
+    kernel.reset()
+    actions = np.array(list(itertools.product(range(I), repeat=L)))
+    returns, crashed = np.zeros(I**L), np.zeros(I**L, dtype=bool)
+    for t in range(L):
+        _, reward, _, _, info = kernel.step(actions[:, t])
+        returns += reward
+        crashed |= info["crashed"]
+    return returns, crashed
+
+
+def _crash_free_milp(kernel):
+    """Exact crash-free optimum by a MILP written independently of the LP code: every task
+    assigned, at each arrival m the tasks n <= m not yet ended (e_n > a_m) fit in each ASP."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    p = kernel.params
+    L, I = p.tasks_per_episode, p.num_asps
+    arrival, demand, end = (kernel.task_record[:L, 0, c] for c in (0, 1, 5))
+    quality = kernel.market.quality[:, kernel.task_demand_idx[:L, 0]].T
+    rows = []
+    for m in range(L):
+        for i in range(I):
+            row = np.zeros((L, I))
+            for n in range(m + 1):
+                if end[n] > arrival[m]:
+                    row[n, i] = demand[n]
+            rows.append(row.ravel())
+    capacity = LinearConstraint(np.array(rows), -np.inf, np.tile(kernel.capacity, L))
+    assign = LinearConstraint(np.kron(np.eye(L), np.ones(I)), 1, 1)
+    result = milp(-quality.ravel(), constraints=[capacity, assign], integrality=np.ones(L * I), bounds=Bounds(0, 1))
+    return -result.fun if result.status == 0 else None
+
+
+@pytest.mark.parametrize("market_seed, seed", [(0, 2), (4, 2), (9, 1), (0, 0)])
+def test_lp_bound_is_at_least_the_exact_optimum_of_small_instances(market_seed, seed):
+    from gentwin.baselines.asp_selection import lp_relaxation
+
+    params = AspSelectionParams(**SMALL_MARKET, market_seed=market_seed)
+    returns, crashed = _all_action_sequences(params, seed)
+    kernel = AspSelectionKernel(params, num_envs=1)
+    kernel.reset(seed=seed)
+    bound, crash_free = lp_relaxation(kernel), lp_relaxation(kernel, crashes=False)
+    # Certified value = the LP optimum up to round-off, never below it.
+    assert bound.value >= bound.lp_value - 1e-9 and bound.value == pytest.approx(bound.lp_value, abs=1e-6)
+    assert bound.value >= returns.max() - 1e-9  # every policy, crashing ones included
+    milp_value = _crash_free_milp(kernel)
+    if milp_value is None:
+        assert crashed.all()  # no crash-free sequence exists
+    else:
+        # The MILP's capacity rows are the kernel's dynamics: same crash-free optimum.
+        assert milp_value == pytest.approx(returns[~crashed].max(), abs=1e-9)
+        assert crash_free.value >= milp_value - 1e-9
 
 
 @pytest.mark.parametrize(
@@ -335,7 +432,7 @@ def test_d2sac_episode_length_rule():
 #: The D2SAC code's published returns of its four policies: mean and sd over its 5 episodes
 #: (../shared/data/README.md; issue 13).
 D2SAC_PUBLISHED = {"random": (-140.8, 24.3), "round_robin": (229.0, 21.1), "crash_avoid": (355.9, 13.2),
-                   "upper_bound": (557.0, 13.2)}
+                   "greedy_oracle": (557.0, 13.2)}
 
 
 def test_d2sac_preset_reproduces_the_published_policies():

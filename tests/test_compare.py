@@ -39,7 +39,7 @@ SEEDS = (0, 1)
 TIMESTEPS = 512
 #: Student t quantiles t_{0.975, dof} from tables (independent of the code under test)
 T975 = {1: 12.706205, 2: 4.302653}
-BASELINES = ("random", "round_robin", "crash_avoid", "upper_bound")
+BASELINES = ("random", "round_robin", "crash_avoid", "greedy_oracle", "capacity_pricing")
 
 
 def _args(root) -> list[str]:
@@ -120,7 +120,7 @@ def test_outputs_exist_and_plots_are_images(done):
 
 def test_tensorboard_scalars_have_common_tags_and_match_eval_json(done):
     root, _ = done
-    common = {"eval/mean_return", "eval/crash_rate", "eval/utility"}
+    common = {"eval/mean_return", "eval/crash_rate", "eval/utility", "eval/share_of_bound"}
     for config in _configs(root):
         scalars = _scalars(config.run_dir)
         assert common <= set(scalars), sorted(scalars)
@@ -174,24 +174,28 @@ def test_report_numbers_equal_per_run_evaluations(done):
     _, final_rows = _table(report, "| policy | kind |")
     final = {r[0]: r for r in final_rows}
     assert set(final) == {*ALGOS, *BASELINES}
-    ub_eps = _eval_json(_configs(root)[0])["baselines"]["upper_bound"]
+    bound = _eval_json(_configs(root)[0])["bound"]
+    assert (bound["name"], bound["kind"], len(bound["values"])) == ("lp_relaxation", "certified upper bound", 3)
+    ub = np.mean(bound["values"])
+    assert "Bound: `lp_relaxation`, certified upper bound" in report
     for algo, values in per_algo.items():
         mean, half = _pm(final[algo][2])
         sem = np.std(values, ddof=1) / math.sqrt(len(values))
         assert mean == pytest.approx(np.mean(values), rel=1e-3)
         assert half == pytest.approx(T975[len(values) - 1] * sem, rel=1e-3)
         assert final[algo][4] == f"{len(SEEDS)} seeds"
-        assert final[algo][3] == "–"  # AspSelection has no certified bound yet
+        share, _ = _pm(final[algo][3])
+        assert share == pytest.approx(np.mean(values) / ub, rel=2e-3)
     # baselines: the same held-out episodes for every seed -> interval over those episodes
     for name in BASELINES:
-        episodes = [ep["return"] for ep in ub_eps] if name == "upper_bound" else [
-            ep["return"] for ep in _eval_json(_configs(root)[0])["baselines"][name]]
+        episodes = [ep["return"] for ep in _eval_json(_configs(root)[0])["baselines"][name]]
         mean, half = _pm(final[name][2])
         sem = np.std(episodes, ddof=1) / math.sqrt(len(episodes))
         assert mean == pytest.approx(np.mean(episodes), rel=1e-3)
         assert half == pytest.approx(T975[len(episodes) - 1] * sem, rel=1e-3, abs=1e-9)
         assert final[name][4] == "3 episodes"
-    assert final["upper_bound"][3] == "–"
+        assert _pm(final[name][3])[0] == pytest.approx(np.mean(episodes) / ub, rel=2e-3)
+        assert np.mean(episodes) <= ub  # no baseline beats the certified bound
 
     summary = json.loads((out / "summary.json").read_text())
     policies = {p["name"]: p for p in summary["policies"]}
@@ -208,7 +212,7 @@ def test_record_curve_ends_with_the_final_evaluation(done):
         assert np.all(np.diff(record.curve_steps) > 0)
         assert record.curve_steps[-1] >= TIMESTEPS
         assert record.curve_returns[-1] == pytest.approx(record.agent.mean("return"), rel=1e-12)
-        assert set(record.baselines) == set(BASELINES) and record.bound is None
+        assert set(record.baselines) == set(BASELINES) and record.bound.name == "lp_relaxation"
 
 
 def test_rerun_skips_finished_runs(done, capsys):

@@ -34,21 +34,22 @@ def test_train_py_end_to_end(tmp_path):
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("ppo", "random", "round_robin", "crash_avoid", "upper_bound"):
+    for name in ("ppo", "random", "round_robin", "crash_avoid", "greedy_oracle", "capacity_pricing"):
         assert name in out.stdout
-    assert "share of bound: none" in out.stdout  # AspSelection has no certified bound yet
+    assert "share of bound = mean return / mean lp_relaxation (certified upper bound)" in out.stdout
 
     run_dir = log_root / "AspSelection-v0" / "ppo" / "seed3"
     assert (run_dir / "model.zip").exists()
     assert (run_dir / "config.yaml").exists()
     result = json.loads((run_dir / "eval.json").read_text())
-    assert result["bound"] is None
-    assert len(result["agent"]) == 2
-    assert set(result["baselines"]) == {"random", "round_robin", "crash_avoid", "upper_bound"}
+    assert (result["bound"]["name"], result["bound"]["kind"]) == ("lp_relaxation", "certified upper bound")
+    assert len(result["agent"]) == 2 and len(result["bound"]["values"]) == 2
+    assert set(result["baselines"]) == {"random", "round_robin", "crash_avoid", "greedy_oracle", "capacity_pricing"}
+    bound_mean = np.mean(result["bound"]["values"])
 
     agent = _scalars(run_dir)
     assert len(agent["eval/mean_return"]) >= 2  # periodic evaluation plus the final one
-    assert "eval/share_of_bound" not in agent and "eval/crash_rate" in agent
+    assert "eval/share_of_bound" in agent and "eval/crash_rate" in agent
     assert any(tag.startswith("train/") for tag in agent)
     import csv
 
@@ -58,8 +59,11 @@ def test_train_py_end_to_end(tmp_path):
     final = np.mean([ep["return"] for ep in result["agent"]])
     assert agent["eval/mean_return"][-1] == pytest.approx(final, rel=1e-5)
     # Baselines are constant series under the same tags, so TensorBoard overlays them.
-    ub = _scalars(log_root / "AspSelection-v0" / "baseline_upper_bound" / "seed3")
-    assert "eval/share_of_bound" not in ub
+    assert agent["eval/share_of_bound"][-1] == pytest.approx(final / bound_mean, rel=1e-5)
+    ub = _scalars(log_root / "AspSelection-v0" / "baseline_greedy_oracle" / "seed3")
+    greedy = np.mean([ep["return"] for ep in result["baselines"]["greedy_oracle"]])
+    assert ub["eval/share_of_bound"] == [pytest.approx(greedy / bound_mean, rel=1e-5)] * 2
+    assert greedy / bound_mean <= 1.0
     assert set(ub) <= set(agent) | {"eval/std_return"}
 
     evaluate = subprocess.run(
@@ -68,7 +72,7 @@ def test_train_py_end_to_end(tmp_path):
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    assert "upper_bound" in evaluate.stdout
+    assert "greedy_oracle" in evaluate.stdout and "bound: lp_relaxation" in evaluate.stdout
 
 
 def test_default_command_is_a_short_asp_run(tmp_path, monkeypatch, capsys):
@@ -79,7 +83,7 @@ def test_default_command_is_a_short_asp_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["--no-progress", "--eval-episodes", "1", *SMALL_ENV, "--hp", "n_steps=16"]) == 0
     out = capsys.readouterr().out
-    assert "maskable_ppo" in out and "upper_bound" in out
+    assert "maskable_ppo" in out and "greedy_oracle" in out and "bound: lp_relaxation" in out
     assert (tmp_path / "runs" / "AspSelection-v0" / "maskable_ppo" / "seed0" / "model.zip").exists()
 
 
