@@ -507,12 +507,20 @@ class TaskOffloadingKernel(BatchedKernel):
         b = self._batch
         t = np.minimum(self.slot, p.episode_slots - 1)
         pos = self.position_m[b, t].astype(np.float64)  # (B, U, 2)
+        # In place on (B, U, E) arrays, the same operations as path_gain(distance) * fading.
         dx = pos[:, :, 0, None] - self.edge_pos_m[:, 0]
         dy = pos[:, :, 1, None] - self.edge_pos_m[:, 1]
-        distance = np.sqrt(dx * dx + dy * dy)  # (B, U, E)
+        dx *= dx
+        dy *= dy
+        dx += dy
+        distance = np.sqrt(dx, out=dx)  # (B, U, E)
         nearest = np.argmin(distance, axis=2)
         reachable = (distance <= p.coverage_radius_m) | (self._edges == nearest[..., None])
-        gain = path_gain(distance, p) * self.fading[b, t].astype(np.float64)
+        gain = np.maximum(distance, p.min_distance_m)
+        gain /= 1000.0
+        np.power(gain, -p.pathloss_db_per_decade / 10.0, out=gain)
+        gain *= 10.0 ** (-p.pathloss_db_at_1km / 10.0)
+        gain *= self.fading[b, t]
         return {"position": pos, "distance": distance, "gain": gain, "nearest": nearest,
                 "reachable": reachable}
 
@@ -520,14 +528,16 @@ class TaskOffloadingKernel(BatchedKernel):
         return self.slot * self.params.slot_s
 
     # -- observation -----------------------------------------------------------------
-    def _device_features(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _device_features(self, out: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Device blocks ``(B, U, 9 + E)``, written into ``out`` (e.g. a float32 view of the
+        observation: each value is rounded once, as a float64 array cast at the end would be)."""
         p = self.params
         task = self.current_tasks()
         link = self.link_state()
         now = self.now_s()[:, None]
         has = task["present"]
         B, U, E = self.num_envs, p.num_devices, p.num_edges
-        feat = np.empty((B, U, DEVICE_FEATURES + E))
+        feat = np.empty((B, U, DEVICE_FEATURES + E)) if out is None else out
         feat[:, :, 0] = has
         feat[:, :, 1] = np.where(has, task["bits"] / p.task_bits_max, 0.0)
         feat[:, :, 2] = np.where(has, task["cycles"] / (p.task_bits_max * p.cycles_per_bit_max), 0.0)
@@ -546,21 +556,24 @@ class TaskOffloadingKernel(BatchedKernel):
         return np.clip((self.edge_free_s - now) / self.params.deadline_s, 0.0, 1.0)
 
     def _observe(self) -> np.ndarray:
-        feat, _ = self._device_features()
+        # Written straight into the float32 observation (no float64 copy, no concatenation).
         p = self.params
-        obs = np.concatenate(
-            [feat.reshape(self.num_envs, -1), self.edge_backlog(),
-             (self.slot / p.episode_slots)[:, None]],
-            axis=1,
-        )
-        return obs.astype(np.float32)
+        B, U, E = self.num_envs, p.num_devices, p.num_edges
+        n_dev = U * (DEVICE_FEATURES + E)
+        obs = np.empty((B, n_dev + E + 1), dtype=np.float32)
+        self._device_features(out=obs[:, :n_dev].reshape(B, U, DEVICE_FEATURES + E))
+        obs[:, n_dev : n_dev + E] = self.edge_backlog()
+        obs[:, -1] = self.slot / p.episode_slots
+        return obs
 
     def _observe_agents(self) -> np.ndarray:
         p = self.params
-        feat, link = self._device_features()
-        backlog = np.where(link["reachable"], self.edge_backlog()[:, None, :], 1.0)
-        time = np.broadcast_to((self.slot / p.episode_slots)[:, None, None], (self.num_envs, p.num_devices, 1))
-        return np.concatenate([feat, backlog, time], axis=2).astype(np.float32)
+        B, U, E = self.num_envs, p.num_devices, p.num_edges
+        obs = np.empty((B, U, DEVICE_FEATURES + 2 * E + 1), dtype=np.float32)
+        _, link = self._device_features(out=obs[:, :, : DEVICE_FEATURES + E])
+        obs[:, :, DEVICE_FEATURES + E : -1] = np.where(link["reachable"], self.edge_backlog()[:, None, :], 1.0)
+        obs[:, :, -1] = (self.slot / p.episode_slots)[:, None]
+        return obs
 
     def action_masks(self) -> np.ndarray:
         """Feasible choices, flattened ``(B, U (E + 2))``: local always, reachable edges, cloud."""
