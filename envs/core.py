@@ -698,8 +698,11 @@ class KernelVectorEnv(ExactCopy, VectorEnv):
       raises until it is reset with ``reset(options={"reset_mask": mask})``.
 
     In every mode the env equals a ``SyncVectorEnv`` of single envs with the same
-    ``autoreset_mode`` and seeds, bit for bit.  Infos are dicts of arrays with the
-    usual ``_key`` masks.  ``reset(options={"reset_mask": mask})`` resets only the
+    ``autoreset_mode`` and seeds, bit for bit: observations, rewards, flags,
+    ``final_obs`` and every info entry the ``SyncVectorEnv`` reports (in
+    ``SAME_STEP`` the finishing step's infos also stay at the top level for the
+    finished instances, where ``SyncVectorEnv`` has the reset's empty info).  Infos
+    are dicts of arrays with the usual ``_key`` masks.  ``reset(options={"reset_mask": mask})`` resets only the
     masked instances (instance ``i`` seeded ``seed + i`` if a seed is given).
     """
 
