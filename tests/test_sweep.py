@@ -85,7 +85,12 @@ def test_sweep_runs_one_trial_per_algorithm_and_seed_and_writes_the_report(grid,
         assert (run_dir / "model.zip").exists() and list(run_dir.glob("events.out.tfevents.*"))
         # What the trial reported to Tune is the run's own final evaluation.
         assert trial.metrics["mean_return"] == pytest.approx(_eval_mean_return(trial.run_dir), abs=1e-12)
-        assert "crash_rate" in trial.metrics and 0 < trial.metrics["share_of_bound"] <= 1
+        assert "crash_rate" in trial.metrics
+        with open(Path(trial.run_dir) / "eval.json") as f:
+            bound = json.load(f)["bound"]
+        assert bound["name"] == "lp_relaxation"  # the share is of the certified bound of the same episodes
+        assert trial.metrics["share_of_bound"] == pytest.approx(trial.metrics["mean_return"] / np.mean(bound["values"]))
+        assert trial.metrics["share_of_bound"] <= 1
         assert trial.metrics["node_id"] == embedded_ray and trial.metrics["resumed"] is False
     assert len(result.reports) == 1
     report = result.reports[0]
