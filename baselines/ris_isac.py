@@ -83,6 +83,7 @@ from gentwin.envs.ris_isac import (
     action_to_design,
     decode_observation,
     design_to_action,
+    design_to_phase_action,
     effective_channel,
     sensing_row,
     slot_reward,
@@ -174,6 +175,17 @@ class _RisIsacBaseline(Baseline):
         p: RisIsacParams = self.params
         self.fixed_share = min(1.0, SENSING_SHARE_MARGIN * p.sensing_threshold)
 
+    def to_action(self, precoder: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """The action that plays the design ``(precoder, theta)`` in the env's ``action_mode``.
+
+        ``"raw"``: the design itself.  ``"phases"``: its phases and users' power shares, the
+        user precoders being the mode's closed form on the twin (what that action can
+        express), so a baseline's value there differs from its raw-mode value.
+        """
+        if self.params.action_mode == "phases":
+            return design_to_phase_action(self.params, precoder, theta)
+        return design_to_action(self.params, precoder, theta)
+
     def twin_view(self, obs: np.ndarray):
         """Twin channels ``(H_d, H_r, G)`` and target ``sin`` from observations."""
         direct, ris_user, bs_ris, target_sin, _ = decode_observation(self.params, obs)
@@ -199,7 +211,7 @@ class RandomPhaseMRT(_RisIsacBaseline):
         direct, ris_user, bs_ris, target_sin = self.twin_view(obs)
         theta = self.rng.uniform(-np.pi, np.pi, size=(obs.shape[0], self.params.num_ris_elements))
         w = self.fixed_share_design(direct, ris_user, bs_ris, target_sin, theta, self.precoder)
-        return design_to_action(self.params, w, theta)
+        return self.to_action(w, theta)
 
 
 class RandomPhaseZF(RandomPhaseMRT):
@@ -218,7 +230,7 @@ class DirectZF(_RisIsacBaseline):
         direct, ris_user, bs_ris, target_sin = self.twin_view(obs)
         theta = np.zeros((obs.shape[0], self.params.num_ris_elements))
         w = self.fixed_share_design(direct, np.zeros_like(ris_user), bs_ris, target_sin, theta, zf_precoder)
-        return design_to_action(self.params, w, theta)
+        return self.to_action(w, theta)
 
 
 class AlternatingOptimisation(_RisIsacBaseline):
@@ -241,7 +253,7 @@ class AlternatingOptimisation(_RisIsacBaseline):
 
     def act(self, obs):
         theta, w, _ = self.optimise(*self.channels(obs))
-        return design_to_action(self.params, w, theta)
+        return self.to_action(w, theta)
 
     def objective(self, direct, ris_user, bs_ris, target_sin, theta, precoder) -> np.ndarray:
         """``sum_k R_k - search_penalty * max(0, 1 - g / Gamma)`` (the env's reward when ``search_penalty`` is None)."""
@@ -440,7 +452,10 @@ class PerfectCSIReference(AlternatingOptimisation):
         return direct, ris_user, bs_ris, self.kernel.target_sin()
 
     def act(self, obs):
-        return self.design_actions(*self.channels(obs))
+        actions = self.design_actions(*self.channels(obs))
+        if self.params.action_mode == "phases":
+            return self.to_action(*action_to_design(self.params, actions)[:2])
+        return actions
 
     def design_actions(self, direct, ris_user, bs_ris, target_sin) -> np.ndarray:
         """The reference's actions ``(B, action_dim)`` for channels ``(B, ...)``."""

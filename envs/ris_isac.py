@@ -106,7 +106,49 @@ projection:
   construction).
 
 :func:`design_to_action` inverts the map for any design with
-``||W||_F^2 <= P_max`` (what the baselines use).
+``||W||_F^2 <= P_max`` (what the baselines use).  This is ``action_mode="raw"``
+(the default).
+
+``action_mode="phases"``: ``Box(-1, 1, (N + K,), float32)``; the agent picks the
+RIS phases and how the users share the power, and the precoders follow in
+closed form from the twin's channel estimate (the BS knows only the twin; the
+design is scored on the true channel).  :func:`phase_action_to_design`:
+
+* ``a[:N]``: phases ``theta_n = pi a_n``.
+* ``a[N:]``: the users' power shares ``q_k = (1 + a_k) / sum_j (1 + a_j)``
+  (``a_k = -1`` switches user ``k`` off; all ``-1``: equal shares),
+  ``p_k = q_k P_max``.
+* with ``H`` the twin's effective channel at ``theta``, the user directions are
+  ``precoder`` (a field):
+
+  - ``"sensing_mmse"`` (default): ``w_k ~ (I + sum_j (p_j / sigma^2) h_j h_j^H
+    - nu c^H c)^-1 h_k`` with ``c`` the sensing row.  At ``nu = 0`` this is the
+    MMSE-type structure of the optimal multi-user beamformers (Bjornson,
+    Bengtsson, Ottersten, IEEE Signal Process. Mag. 2014); ``-nu c^H c`` is the
+    term a Lagrange multiplier ``nu >= 0`` of ``g >= Gamma`` adds to the sum-rate
+    stationarity condition, so it bends the users' beams toward the target.
+    ``nu`` is the smallest value (bisection, closed form in ``nu`` by
+    Sherman-Morrison) at which the users' beams alone give ``g = Gamma``; no
+    radar stream is sent.  Only where no ``nu`` reaches ``Gamma`` does a radar
+    stream ``w_0 ~ c^H`` take the least share ``s`` of ``P_max`` that does
+    (the users keep ``(1 - s)`` of their powers).
+  - ``"rzf"`` (``H^H (H H^H + alpha I)^-1``, ``alpha = K sigma^2 / sum_k p_k``),
+    ``"zf"`` (pseudo-inverse), ``"mrt"`` (``w_k ~ h_k``): the users' beams are
+    left as they are and the radar stream ``w_0 ~ c^H`` takes the share
+    ``s_min = min(1, Gamma normaliser / (P_max ||c||^2))`` that alone gives
+    ``g = Gamma`` (:func:`sensing_floor`; ``Gamma`` itself for a directly
+    visible target), the users ``(1 - s_min) p_k``.
+
+  Either way ``||W||_F^2 = P_max`` exactly, every action is a valid design,
+  and for a directly visible target (whose sensing row does not depend on the
+  channel) ``g >= Gamma`` holds on the true channel in every slot.  More sensing
+  power than the least that meets ``Gamma`` never pays (it only takes power from
+  the users and interferes), so the mode leaves no choice there.  Designs the
+  mode cannot express: user directions other than the closed form, and
+  sensing above the least power.  :func:`design_to_phase_action` maps a design
+  to the action with its phases and power shares (what the baselines play in
+  this mode, so their values there differ from the raw mode's; measured in
+  docs/ris_isac.md).
 
 Observation Space
 -----------------
@@ -126,6 +168,17 @@ slice                       meaning
 ``d_ref,RU`` and ``d_ref,BU`` are the distances from the RIS and the BS to the
 centre of the user area; ``beta_BU`` there includes the blockage loss.
 :func:`decode_observation` recovers the twin's channels in physical units.
+This is ``observation_mode="channels"`` (the default).
+
+``observation_mode="cascade"``: ``Box(-inf, inf, (2 (N M + K N M + K M) + 3,),
+float32)`` (675 at the default), the twin's effective channel as the affine
+function of the phases it is, ``h_k^T = h_d,k^T + e^T diag(h_r,k) G`` with
+``e_n = exp(j theta_n)``: the same slices with ``H_r_hat`` replaced by the
+cascaded channels ``diag(h_r,k_hat) G_hat`` ``(K, N, M)``, row-major, divided by
+``sqrt(beta_BR beta_RU(d_ref,RU))`` (O(1) entries).  An MLP then sees the
+coefficient of every phase in every user's channel directly instead of having
+to learn the product of two observed matrices.  :func:`decode_observation`
+recovers ``H_r_hat`` from it (least squares against ``G_hat``'s rows).
 
 Rewards
 -------
@@ -137,6 +190,12 @@ the reward-maximising design meets ``g >= Gamma`` in about 99% of slots
 (measured on 96 slots with the baselines' alternating optimisation run on
 the reward: it missed the threshold in 1% of them with 100, in 12.5% with 20).  Treat it as the exact-penalty
 form of the constraint ``g >= Gamma``.
+
+``reward_scale="per_user"`` divides the reward by ``num_users`` (a constant:
+the order of all designs and returns is unchanged), so a good slot is worth
+about 3 instead of about 11 bit/s/Hz; ``"none"`` (default) keeps the sum rate.
+``info["unscaled_reward"]`` and ``episode_summary["unscaled_return"]`` are
+always in bit/s/Hz (the harness computes shares from ``unscaled_return``).
 
 Starting State
 --------------
@@ -160,15 +219,36 @@ overrides go as keyword arguments (``num_ris_elements=32``).  Presets:
 * ``nlos_target``: target visible only via the RIS (``target_via_ris``).
 * ``no_ris``: the RIS is absent (reference system).
 
+Options that make the problem learnable (see Action Space, Observation Space
+and Rewards; they combine with every preset), e.g. ``gym.make(id,
+action_mode="phases", observation_mode="cascade", reward_scale="per_user")``;
+any other value raises ``ValueError`` naming the field:
+
+=====================  ==========================================  ==========================================
+field                  values (default first)                      what it changes
+=====================  ==========================================  ==========================================
+``action_mode``        ``"raw"``, ``"phases"``                     all precoders and phases, or phases and
+                                                                   users' power shares with closed-form
+                                                                   precoders
+``precoder``           ``"sensing_mmse"``, ``"rzf"``, ``"zf"``,    the closed form of ``action_mode="phases"``
+                       ``"mrt"``                                   (another value with ``"raw"`` is an error)
+``observation_mode``   ``"channels"``, ``"cascade"``               twin's G, H_r, H_d, or G, the cascaded
+                                                                   channels diag(h_r,k) G and H_d
+``reward_scale``       ``"none"``, ``"per_user"``                  reward divided by ``num_users``
+=====================  ==========================================  ==========================================
+
 Info
 ----
 Per step: ``user_rate_bps_hz`` (K,), ``sum_rate_bps_hz``, ``sensing_gain``,
 ``sensing_shortfall`` (``max(0, 1 - g/Gamma)``), ``sensing_violation``
 (``g < Gamma (1 - 1e-9)``), ``transmit_power_w``, ``twin_nmse`` (NMSE of the
 observed normalised channel vector against the true one, for the slot the
-action was chosen in) and ``twin_age_slots``.  At episode end,
+action was chosen in; always on the ``"channels"`` vector), ``twin_age_slots``,
+``sensing_share`` (the radar stream's share of ``P_max``) and
+``unscaled_reward`` (the reward before ``reward_scale``).  At episode end,
 ``episode_summary``: ``return``, ``length``, ``mean_sum_rate_bps_hz``,
-``sensing_violation_rate``, ``mean_sensing_gain``, ``mean_twin_nmse``.
+``sensing_violation_rate``, ``mean_sensing_gain``, ``mean_twin_nmse``,
+``unscaled_return``.
 
 Version History
 ---------------
@@ -187,29 +267,44 @@ from gentwin.envs.core import (
     BatchedKernel,
     KernelEnv,
     KernelVectorEnv,
+    check_choice,
     check_field,
 )
 
 __all__ = [
+    "ACTION_MODES",
+    "OBSERVATION_MODES",
+    "PRECODERS",
     "PRESETS",
+    "REWARD_SCALES",
     "RisIsacEnv",
     "RisIsacKernel",
     "RisIsacParams",
     "RisIsacVectorEnv",
     "action_to_design",
+    "closed_form_precoder",
     "decode_observation",
     "design_to_action",
+    "design_to_phase_action",
     "effective_channel",
+    "phase_action_to_design",
+    "sensing_floor",
     "sensing_gain",
     "sensing_row",
     "sinr",
     "slot_reward",
     "steering_vector",
+    "user_power_shares",
 ]
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 #: Relative tolerance of the sensing check (``g < Gamma (1 - tol)`` is a violation).
 SENSING_TOLERANCE = 1e-9
+#: Options (default first); see the module docstring, section Arguments.
+ACTION_MODES = ("raw", "phases")
+PRECODERS = ("sensing_mmse", "rzf", "zf", "mrt")
+OBSERVATION_MODES = ("channels", "cascade")
+REWARD_SCALES = ("none", "per_user")
 
 
 @dataclass(frozen=True)
@@ -252,6 +347,13 @@ class RisIsacParams:
     #: Twin estimation-error variance relative to the scattered component's power.
     twin_estimation_nmse: float = 0.01
     twin_sync_period_slots: int = 4
+    #: Learnable formulations (module docstring, Arguments): how an action becomes a design,
+    #: the closed-form user precoder of action_mode="phases", the observation's features and
+    #: the reward's scale.  The defaults are the raw problem.
+    action_mode: str = "raw"
+    precoder: str = "sensing_mmse"
+    observation_mode: str = "channels"
+    reward_scale: str = "none"
 
     def __post_init__(self) -> None:
         check_field(self, "num_bs_antennas", low=1, high=256, integer=True)
@@ -284,6 +386,15 @@ class RisIsacParams:
         check_field(self, "sensing_penalty", low=0.0)
         check_field(self, "twin_estimation_nmse", low=0.0, high=100.0)
         check_field(self, "twin_sync_period_slots", low=1, high=100_000, integer=True)
+        check_choice(self, "action_mode", ACTION_MODES)
+        check_choice(self, "precoder", PRECODERS)
+        if self.precoder != PRECODERS[0] and self.action_mode != "phases":
+            raise ValueError(
+                f"RisIsacParams.precoder = {self.precoder!r} is invalid with action_mode = "
+                f"{self.action_mode!r}: the closed-form precoder applies to action_mode='phases' only"
+            )
+        check_choice(self, "observation_mode", OBSERVATION_MODES)
+        check_choice(self, "reward_scale", REWARD_SCALES)
         if self.target_via_ris and not self.ris_present:
             raise ValueError(
                 "RisIsacParams.target_via_ris = True is invalid with ris_present = False: "
@@ -337,12 +448,26 @@ class RisIsacParams:
 
     @property
     def action_dim(self) -> int:
+        if self.action_mode == "phases":
+            return self.num_ris_elements + self.num_users
         return 2 * self.num_bs_antennas * self.num_streams + self.num_ris_elements
 
     @property
     def observation_dim(self) -> int:
         M, N, K = self.num_bs_antennas, self.num_ris_elements, self.num_users
+        if self.observation_mode == "cascade":
+            return 2 * (N * M + K * N * M + K * M) + 3
         return 2 * (N * M + K * N + K * M) + 3
+
+    @property
+    def cascade_reference_gain(self) -> float:
+        """beta_BR beta_RU(d_ref,RU): the power scale of one cascaded entry h_r,k,n G_n,m."""
+        return self.bs_ris_gain * self.ris_user_reference_gain
+
+    @property
+    def reward_divisor(self) -> float:
+        """Positive constant the reward is divided by (``reward_scale``)."""
+        return float(self.num_users) if self.reward_scale == "per_user" else 1.0
 
 
 PRESETS: dict[str, RisIsacParams] = {
@@ -368,7 +493,7 @@ def steering_vector(sin_angle: np.ndarray, size: int) -> np.ndarray:
 
 
 def action_to_design(params: RisIsacParams, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project actions ``(..., action_dim)`` onto a feasible design.
+    """Project raw actions ``(..., 2 M (K+1) + N)`` onto a feasible design (``action_mode="raw"``).
 
     Returns ``W`` ``(..., M, K+1)`` with ``||W||_F^2 <= P_max`` (column ``K`` is
     the sensing stream) and RIS phases ``theta`` ``(..., N)`` in ``[-pi, pi]``.
@@ -451,23 +576,182 @@ def slot_reward(params: RisIsacParams, channel: np.ndarray, precoder: np.ndarray
     return {"rates": rates, "sum_rate": sum_rate, "gain": gain, "shortfall": shortfall, "reward": reward}
 
 
+# ---------------------------------------------------------------------------
+# action_mode="phases": the agent picks the RIS phases and the users' power
+# shares; the precoders and the sensing power follow in closed form from the
+# twin's channel estimate.
+# ---------------------------------------------------------------------------
+def _unit_columns(w: np.ndarray) -> np.ndarray:
+    return w / np.maximum(np.linalg.norm(w, axis=-2, keepdims=True), 1e-300)
+
+
+def closed_form_precoder(kind: str, channel: np.ndarray, user_power_w: np.ndarray,
+                         noise_power_w: float) -> np.ndarray:
+    """Unit-norm user precoder directions ``(..., M, K)`` for rows ``h_k^H`` of ``channel``.
+
+    ``kind``: ``"mrt"`` (``w_k ~ h_k``), ``"zf"`` (pseudo-inverse), ``"rzf"``
+    (``H^H (H H^H + alpha I)^-1``, ``alpha = K sigma^2 / sum_k p_k``) or
+    ``"sensing_mmse"`` at ``nu = 0`` (``(I + sum_j p_j h_j h_j^H / sigma^2)^-1 h_k``).
+    ``user_power_w`` ``(..., K)``: the users' powers ``p_k`` (only ``rzf`` and
+    ``sensing_mmse`` depend on them).
+    """
+    K = channel.shape[-2]
+    h_herm = np.swapaxes(channel.conj(), -1, -2)
+    if kind == "mrt":
+        w = h_herm
+    elif kind == "zf":
+        w = np.linalg.pinv(channel)
+    elif kind == "rzf":
+        alpha = K * noise_power_w / np.maximum(np.sum(user_power_w, axis=-1), 1e-300)
+        gram = channel @ h_herm + alpha[..., None, None] * np.eye(K)
+        # (H H^H + alpha I) is Hermitian, so H^H (H H^H + alpha I)^-1 = (solve(., H))^H.
+        w = np.swapaxes(np.linalg.solve(gram, channel).conj(), -1, -2)
+    elif kind == "sensing_mmse":
+        w = np.linalg.solve(_mmse_matrix(channel, user_power_w, noise_power_w), h_herm)
+    else:
+        raise ValueError(f"precoder = {kind!r} is invalid: must be one of {', '.join(map(repr, PRECODERS))}")
+    return _unit_columns(w)
+
+
+def _mmse_matrix(channel, user_power_w, noise_power_w):
+    """``A_0 = I + sum_j (p_j / sigma^2) h_j h_j^H`` ``(..., M, M)``."""
+    M = channel.shape[-1]
+    h_herm = np.swapaxes(channel.conj(), -1, -2)
+    return np.eye(M) + h_herm @ ((np.asarray(user_power_w) / noise_power_w)[..., None] * channel)
+
+
+def sensing_floor(params: RisIsacParams, row: np.ndarray, normaliser: float) -> np.ndarray:
+    """Share of ``P_max`` whose radar beam alone gives ``g = Gamma`` (at most 1), ``(...)``.
+
+    The radar stream ``w_0 = sqrt(s P_max) c^H / ||c||`` gives ``g = s P_max ||c||^2 /
+    normaliser``; for a directly visible target the floor is ``Gamma`` itself.
+    """
+    full_beam = params.max_transmit_power_w * np.sum(np.abs(row) ** 2, axis=-1) / normaliser
+    return np.minimum(1.0, params.sensing_threshold / np.maximum(full_beam, 1e-300))
+
+
+def _sensing_mmse_users(channel, user_power_w, noise_power_w, row, gain_needed, bisection_steps=50):
+    """User precoders ``(..., M, K)`` of the sensing-aware MMSE structure and their gain.
+
+    ``w_k ~ (A_0 - nu c^H c)^-1 h_k`` with the smallest ``nu in [0, 1/q)``, ``q = c A_0^-1 c^H``,
+    whose users' beams alone give ``sum_k |c w_k|^2 >= gain_needed`` (``(...)``, in units
+    of ``|c w|^2``).  By Sherman-Morrison the direction is ``x_k + tau (c x_k) y``
+    with ``x_k = A_0^-1 h_k``, ``y = A_0^-1 c^H`` and ``tau = nu / (1 - nu q) in [0, inf)``,
+    so the bisection (on ``z = tau q / (1 + tau q) in [0, 1)``) needs no new solves.
+    Returns ``(W, gain, feasible)``; where even ``z -> 1`` cannot reach the need,
+    ``W`` is the ``nu = 0`` design and ``feasible`` is False.
+    """
+    a0 = _mmse_matrix(channel, user_power_w, noise_power_w)
+    rhs = np.concatenate([np.swapaxes(channel.conj(), -1, -2), row.conj()[..., :, None]], axis=-1)
+    sol = np.linalg.solve(a0, rhs)
+    x, y = sol[..., :-1], sol[..., -1:]  # (..., M, K), (..., M, 1)
+    beta = (row[..., None, :] @ x)[..., 0, :]  # c x_k: (..., K)
+    q = np.maximum(np.real((row[..., None, :] @ y)[..., 0, 0]), 1e-300)  # c A0^-1 c^H > 0
+    power = np.asarray(user_power_w, dtype=np.float64)
+
+    def design(z):
+        tau = (z / np.maximum(1.0 - z, 1e-300) / q)[..., None, None]
+        w = _unit_columns(x + tau * y * beta[..., None, :]) * np.sqrt(power)[..., None, :]
+        return w, np.sum(np.abs((row[..., None, :] @ w)[..., 0, :]) ** 2, axis=-1)
+
+    w0, g0 = design(np.zeros(q.shape))
+    top = 1.0 - 1e-12
+    _, g_top = design(np.full(q.shape, top))
+    feasible = (g0 >= gain_needed) | (g_top >= gain_needed)
+    lo, hi = np.zeros(q.shape), np.full(q.shape, top)
+    for _ in range(bisection_steps):  # invariant where needed: g(lo) < need <= g(hi)
+        mid = 0.5 * (lo + hi)
+        below = design(mid)[1] < gain_needed
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    z = np.where(g0 >= gain_needed, 0.0, np.where(feasible, hi, 0.0))
+    w, g = design(z)
+    return w, g, feasible
+
+
+def user_power_shares(actions_users: np.ndarray) -> np.ndarray:
+    """Power shares ``q_k = (1 + a_k) / sum_j (1 + a_j)`` ``(..., K)``; all ``a_k = -1``: equal shares."""
+    weight = 1.0 + np.asarray(actions_users, dtype=np.float64)
+    total = np.sum(weight, axis=-1, keepdims=True)
+    K = weight.shape[-1]
+    return np.where(total > 0.0, weight / np.maximum(total, 1e-300), 1.0 / K)
+
+
+def phase_action_to_design(params: RisIsacParams, actions: np.ndarray, direct, ris_user, bs_ris,
+                           target_sin) -> tuple[np.ndarray, np.ndarray]:
+    """``action_mode="phases"``: actions ``(..., N + K)`` and the twin's channels -> ``(W, theta)``.
+
+    ``theta = pi a[:N]``; the users' power shares are :func:`user_power_shares` of
+    ``a[N:]``; the sensing requirement is met with the least power the structure
+    allows (module docstring, Action Space).  ``||W||_F^2 = P_max`` exactly.
+    """
+    N, K = params.num_ris_elements, params.num_users
+    a = np.asarray(actions, dtype=np.float64)
+    theta = np.pi * a[..., :N]
+    shares = user_power_shares(a[..., N : N + K])
+    p_max, noise = params.max_transmit_power_w, params.noise_power_w
+    row, normaliser = sensing_row(params, bs_ris, theta, target_sin)
+    channel = effective_channel(direct, ris_user, bs_ris, theta)
+    need = params.sensing_threshold * normaliser  # in units of |c w|^2
+    radar_gain = p_max * np.sum(np.abs(row) ** 2, axis=-1)  # the radar beam alone at full power
+    if params.precoder == "sensing_mmse":
+        users, users_gain, feasible = _sensing_mmse_users(channel, shares * p_max, noise, row, need)
+        # Where the users' beams cannot reach Gamma, a radar stream tops up: with the users at
+        # (1 - s) of their power, g = (1 - s) g_u + s g_r >= Gamma.
+        share = np.where(
+            feasible, 0.0,
+            np.clip((need - users_gain) / np.maximum(radar_gain - users_gain, 1e-300), 0.0, 1.0),
+        )
+    else:
+        share = sensing_floor(params, row, normaliser)
+        users = closed_form_precoder(params.precoder, channel, shares * (1.0 - share)[..., None] * p_max, noise)
+        users = users * np.sqrt(shares * p_max)[..., None, :]
+    users = users * np.sqrt(1.0 - share)[..., None, None]
+    beam = row.conj() / np.maximum(np.linalg.norm(row, axis=-1, keepdims=True), 1e-300)
+    radar = beam * np.sqrt(share * p_max)[..., None]
+    return np.concatenate([users, radar[..., None]], axis=-1), theta
+
+
+def design_to_phase_action(params: RisIsacParams, precoder: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """The ``action_mode="phases"`` action with the phases and the users' power shares of a design.
+
+    ``a_k = 2 ||w_k||^2 / max_j ||w_j||^2 - 1`` reproduces the shares exactly; the
+    directions and the sensing power are the mode's closed form, not the design's.
+    """
+    w = np.asarray(precoder)
+    power = np.sum(np.abs(w[..., :, :-1]) ** 2, axis=-2)  # (..., K)
+    top = np.max(power, axis=-1, keepdims=True)
+    users = np.where(top > 0.0, 2.0 * power / np.maximum(top, 1e-300) - 1.0, -1.0)
+    phase = np.angle(np.exp(1j * np.asarray(theta, dtype=np.float64))) / np.pi
+    return np.clip(np.concatenate([phase, users], axis=-1), -1.0, 1.0).astype(np.float32)
+
+
 def decode_observation(params: RisIsacParams, obs: np.ndarray):
-    """The twin's ``(H_d, H_r, G)`` in physical units, target ``sin`` and age share from observations."""
+    """The twin's ``(H_d, H_r, G)`` in physical units, target ``sin`` and age share from observations.
+
+    Either ``observation_mode``; with ``"cascade"`` ``H_r`` is recovered from the
+    cascaded channels by least squares against ``G``'s rows.
+    """
     M, N, K = params.num_bs_antennas, params.num_ris_elements, params.num_users
     o = np.asarray(obs, dtype=np.float64)
     lead = o.shape[:-1]
-    sizes = [N * M, K * N, K * M]
+    cascade = params.observation_mode == "cascade"
+    sizes = [N * M, K * N * M if cascade else K * N, K * M]
+    shapes = [(N, M), (K, N, M) if cascade else (K, N), (K, M)]
+    scales = [params.bs_ris_gain, params.cascade_reference_gain if cascade else params.ris_user_reference_gain,
+              params.bs_user_reference_gain]
     out = []
     pos = 0
-    for size, shape, scale in zip(
-        sizes,
-        [(N, M), (K, N), (K, M)],
-        [params.bs_ris_gain, params.ris_user_reference_gain, params.bs_user_reference_gain],
-    ):
+    for size, shape, scale in zip(sizes, shapes, scales):
         z = o[..., pos : pos + size] + 1j * o[..., pos + size : pos + 2 * size]
         out.append(np.sqrt(scale) * z.reshape(*lead, *shape))
         pos += 2 * size
     bs_ris, ris_user, direct = out
+    if cascade:
+        # Row n of diag(h_r,k) G is h_r,k,n G_n: least squares against the twin's G_n.
+        row_power = np.sum(np.abs(bs_ris) ** 2, axis=-1)  # (..., N)
+        ris_user = np.sum(ris_user * bs_ris.conj()[..., None, :, :], axis=-1) / np.maximum(
+            row_power[..., None, :], 1e-300
+        )
     return direct, ris_user, bs_ris, o[..., pos], o[..., pos + 2]
 
 
@@ -520,6 +804,7 @@ class RisIsacKernel(BatchedKernel):
         self.violations = np.zeros(B, dtype=np.int64)
         self.gain_total = np.zeros(B)
         self.twin_nmse_total = np.zeros(B)
+        self.unscaled_total = np.zeros(B)
         self._obs_scale = np.sqrt([p.bs_ris_gain, p.ris_user_reference_gain, p.bs_user_reference_gain])
         # Constants of the channel composition (sqrt(K/(1+K)), sqrt(1/(1+K)) per link).
         self._rician_weights = [
@@ -597,6 +882,7 @@ class RisIsacKernel(BatchedKernel):
         self.violations[idx] = 0
         self.gain_total[idx] = 0.0
         self.twin_nmse_total[idx] = 0.0
+        self.unscaled_total[idx] = 0.0
 
     def _refresh_twin(self, idx: np.ndarray, refresh: np.ndarray) -> None:
         """Twin refresh ``refresh`` of instances ``idx``: measure and LMMSE-shrink the scattered parts."""
@@ -671,20 +957,36 @@ class RisIsacKernel(BatchedKernel):
 
     def _observe(self) -> np.ndarray:
         p = self.params
-        channels = self._normalised(self.twin_channels())
+        twin = self.twin_channels()
+        channels = self._normalised(twin)
+        # twin_nmse is always measured on the "channels" vector, whatever the observation mode.
         self._twin_observed = channels
         extra = np.stack(
             [np.sin(self.target_angle_rad), np.cos(self.target_angle_rad),
              self.twin_age / p.twin_sync_period_slots],
             axis=1,
         )
+        if p.observation_mode == "cascade":
+            direct, ris_user, bs_ris = twin
+            B = self.num_envs
+            cascade = ris_user[..., :, :, None] * bs_ris[..., None, :, :]  # diag(h_r,k) G: (B, K, N, M)
+            parts = [
+                bs_ris.reshape(B, -1) / self._obs_scale[0],
+                cascade.reshape(B, -1) / np.sqrt(p.cascade_reference_gain),
+                direct.reshape(B, -1) / self._obs_scale[2],
+            ]
+            channels = np.concatenate([x for z in parts for x in (z.real, z.imag)], axis=1)
         return np.concatenate([channels, extra], axis=1).astype(np.float32)
 
     # -- step ------------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
         p = self.params
         B, T = self.num_envs, p.episode_slots
-        precoder, theta = action_to_design(p, actions)
+        if p.action_mode == "phases":
+            # Closed-form precoders on the twin's estimate (what the BS knows); scored on the truth.
+            precoder, theta = phase_action_to_design(p, actions, *self.twin_channels(), self.target_sin())
+        else:
+            precoder, theta = action_to_design(p, actions)
         true = self.true_channels()
         direct, ris_user, bs_ris = true
         channel = effective_channel(direct, ris_user, bs_ris, theta)
@@ -705,8 +1007,11 @@ class RisIsacKernel(BatchedKernel):
             "transmit_power_w": np.sum(np.abs(precoder) ** 2, axis=(1, 2)),
             "twin_nmse": twin_nmse,
             "twin_age_slots": self.twin_age.copy(),
+            "sensing_share": np.sum(np.abs(precoder[..., :, -1]) ** 2, axis=-1) / p.max_transmit_power_w,
+            "unscaled_reward": out["reward"],
         }
         self.sum_rate_total += out["sum_rate"]
+        self.unscaled_total += out["reward"]
         self.violations += violation
         self.gain_total += out["gain"]
         self.twin_nmse_total += twin_nmse
@@ -729,7 +1034,7 @@ class RisIsacKernel(BatchedKernel):
             self._refresh_twin(idx, np.minimum(self.slot[idx] // p.twin_sync_period_slots, self.num_refreshes - 1))
         truncated = self.slot >= T
         terminated = np.zeros(B, dtype=bool)
-        return out["reward"], terminated, truncated, info
+        return out["reward"] / p.reward_divisor, terminated, truncated, info
 
     def _episode_summary(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         n = np.maximum(self.episode_length[idx] + 0, 1)
@@ -739,6 +1044,7 @@ class RisIsacKernel(BatchedKernel):
             "sensing_violation_rate": self.violations[idx] / n,
             "mean_sensing_gain": self.gain_total[idx] / n,
             "mean_twin_nmse": self.twin_nmse_total[idx] / n,
+            "unscaled_return": self.unscaled_total[idx].copy(),
         }
 
 

@@ -614,3 +614,260 @@ def test_no_policy_beats_the_certified_sum_rate_bound(preset):
             total += reward
         np.testing.assert_allclose(np.sum(slot_bounds, axis=0), bound, rtol=1e-12)
         assert np.all(total <= bound), name
+
+
+# ---------------------------------------------------------------------------
+# Learnable formulations (issue 16): action_mode="phases", observation_mode,
+# reward_scale.  The defaults are the raw problem, tested above.
+# ---------------------------------------------------------------------------
+from gentwin.envs.ris_isac import (  # noqa: E402
+    PRECODERS,
+    closed_form_precoder,
+    design_to_phase_action,
+    phase_action_to_design,
+    user_power_shares,
+)
+
+OPTIONS = [
+    dict(action_mode="phases"),
+    dict(action_mode="phases", precoder="rzf"),
+    dict(action_mode="phases", precoder="zf"),
+    dict(action_mode="phases", precoder="mrt"),
+    dict(observation_mode="cascade"),
+    dict(reward_scale="per_user"),
+    dict(action_mode="phases", observation_mode="cascade", reward_scale="per_user"),
+]
+
+
+def _phase_scores(params, twin, true, target_sin, actions):
+    """Slot rewards of phases-mode actions ``(B, S, N+K)``: designed on the twin, scored on the truth."""
+    lift = lambda xs: [x[:, None] for x in xs]  # noqa: E731
+    w, theta = phase_action_to_design(params, actions, *lift(twin), target_sin[:, None])
+    direct, ris_user, bs_ris = lift(true)
+    row, norm = sensing_row(params, bs_ris, theta, target_sin[:, None])
+    channel = direct + (ris_user * np.exp(1j * theta)[..., None, :]) @ bs_ris
+    rates = np.log2(1.0 + _sinr_loop_free(channel, w, params.noise_power_w)).sum(-1)
+    gain = sensing_gain(row, norm, w)
+    return rates - params.sensing_penalty * np.maximum(0.0, 1.0 - gain / params.sensing_threshold)
+
+
+def _edge_actions(rng, B, dim, N):
+    """Uniform actions plus box corners: every phase at +-1, every user weight at -1 (all off)."""
+    a = rng.uniform(-1, 1, size=(B, dim))
+    a[0] = 1.0
+    a[1] = -1.0
+    a[2, N:] = -1.0
+    a[3, N:] = np.where(np.arange(dim - N) == 0, 1.0, -1.0)  # one user takes all the power
+    return a.astype(np.float32)
+
+
+@pytest.mark.parametrize("precoder", PRECODERS)
+@pytest.mark.parametrize("preset", ["default", "nlos_target", "no_ris", "large"])
+def test_closed_form_precoders_meet_the_power_budget_exactly(precoder, preset):
+    k = RisIsacKernel(dict(dataclasses.asdict(PRESETS[preset]), action_mode="phases", precoder=precoder,
+                           episode_slots=3), num_envs=16)
+    k.reset(seed=3)
+    p = k.params
+    actions = _edge_actions(np.random.default_rng(1), 16, p.action_dim, p.num_ris_elements)
+    w, theta = phase_action_to_design(p, actions, *k.twin_channels(), k.target_sin())
+    assert w.shape == (16, p.num_bs_antennas, p.num_streams) and np.isfinite(w).all()
+    np.testing.assert_allclose(np.sum(np.abs(w) ** 2, axis=(1, 2)), p.max_transmit_power_w, rtol=1e-12)
+    np.testing.assert_allclose(theta, np.pi * actions[:, : p.num_ris_elements].astype(np.float64))
+    # The environment plays exactly this design and reports its power.
+    info = k.step(actions)[4]
+    np.testing.assert_allclose(info["transmit_power_w"], p.max_transmit_power_w, rtol=1e-12)
+
+
+def test_closed_form_directions_are_what_their_names_say():
+    rng = np.random.default_rng(4)
+    H = rng.standard_normal((5, 3, 4)) + 1j * rng.standard_normal((5, 3, 4))
+    power = np.full((5, 3), 0.3)
+    for kind in PRECODERS:
+        np.testing.assert_allclose(np.linalg.norm(closed_form_precoder(kind, H, power, 1.0), axis=-2), 1.0)
+    zf = closed_form_precoder("zf", H, power, 1.0)
+    gains = H @ zf
+    np.testing.assert_allclose(gains - np.diagonal(gains, axis1=1, axis2=2)[..., None] * np.eye(3), 0.0,
+                               atol=1e-12)  # zero forcing: no inter-user interference
+    mrt = closed_form_precoder("mrt", H, power, 1.0)
+    np.testing.assert_allclose(np.abs(np.diagonal(H @ mrt, axis1=1, axis2=2)), np.linalg.norm(H, axis=-1))
+    # RZF tends to ZF as the noise vanishes and to MRT as it dominates.
+    np.testing.assert_allclose(closed_form_precoder("rzf", H, power, 1e-12), zf, atol=1e-6)
+    np.testing.assert_allclose(closed_form_precoder("rzf", H, power, 1e12), mrt, atol=1e-6)
+
+
+@pytest.mark.parametrize("precoder", PRECODERS)
+def test_a_phase_action_is_always_a_valid_design_meeting_the_sensing_threshold(precoder):
+    """Any action of the box: unit-modulus phases, power shares as asked, g >= Gamma on the truth."""
+    env = gym.make_vec(ENV_ID, num_envs=16, action_mode="phases", precoder=precoder, episode_slots=8)
+    k = env.unwrapped.kernel
+    p = k.params
+    N, K = p.num_ris_elements, p.num_users
+    env.reset(seed=5)
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        actions = _edge_actions(rng, 16, p.action_dim, N)
+        w, theta = phase_action_to_design(p, actions, *k.twin_channels(), k.target_sin())
+        assert np.all(np.abs(theta) <= np.pi)
+        shares = user_power_shares(actions[:, N:])
+        np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+        np.testing.assert_allclose(shares[2], 1.0 / K)  # all weights at -1: equal shares
+        user_power = np.sum(np.abs(w[..., :K]) ** 2, axis=1)
+        np.testing.assert_allclose(user_power, shares * user_power.sum(axis=1, keepdims=True), atol=1e-15)
+        _, _, _, _, info = env.step(actions)
+        # A directly visible target is met in every slot, whatever the phases and the twin's error.
+        assert not info["sensing_violation"].any()
+        assert np.all(info["sensing_gain"] >= p.sensing_threshold * (1 - 1e-9))
+
+
+def test_sensing_mmse_spends_the_least_sensing_power_the_structure_allows():
+    """Where the users' own beams miss Gamma, g = Gamma exactly (nu raised, else a radar top-up)."""
+    k = RisIsacKernel(dict(action_mode="phases", episode_slots=2), num_envs=64)
+    k.reset(seed=8)
+    p = k.params
+    actions = np.random.default_rng(3).uniform(-1, 1, (64, p.action_dim)).astype(np.float32)
+    twin, ts = k.twin_channels(), k.target_sin()
+    w, theta = phase_action_to_design(p, actions, *twin, ts)
+    row, norm = sensing_row(p, twin[2], theta, ts)
+    gain = sensing_gain(row, norm, w)
+    # nu = 0 design: the MMSE directions at the asked powers.
+    shares = user_power_shares(actions[:, p.num_ris_elements:])
+    channel = twin[0] + (twin[1] * np.exp(1j * theta)[..., None, :]) @ twin[2]
+    plain = closed_form_precoder("sensing_mmse", channel, shares * p.max_transmit_power_w, p.noise_power_w)
+    plain = plain * np.sqrt(shares * p.max_transmit_power_w)[:, None, :]
+    plain_gain = sensing_gain(row, norm, np.concatenate([plain, np.zeros((64, p.num_bs_antennas, 1))], -1))
+    binding = plain_gain < p.sensing_threshold
+    assert binding.any() and (~binding).any()
+    np.testing.assert_allclose(gain[binding], p.sensing_threshold, rtol=1e-9)
+    np.testing.assert_allclose(w[~binding], np.concatenate([plain, 0 * plain[..., :1]], -1)[~binding], atol=1e-12)
+    # A radar stream only where raising nu cannot reach Gamma; the users then keep the nu = 0
+    # directions at (1 - s) of their power.
+    share = np.sum(np.abs(w[..., -1]) ** 2, axis=1) / p.max_transmit_power_w
+    topped = share > 0
+    assert np.mean(topped) < 0.25
+    np.testing.assert_allclose(w[topped, :, : p.num_users],
+                               plain[topped] * np.sqrt(1 - share[topped])[:, None, None], atol=1e-12)
+
+
+def test_design_to_phase_action_keeps_the_phases_and_the_users_power_shares():
+    k = RisIsacKernel(dict(action_mode="phases", episode_slots=2), num_envs=8)
+    obs = k.reset(seed=9)
+    p = k.params
+    theta, w, _ = AlternatingOptimisation(k).optimise(*decode_observation(p, obs)[:4])
+    a = design_to_phase_action(p, w, theta)
+    assert k.single_action_space.contains(a[0])
+    w2, theta2 = phase_action_to_design(p, a, *k.twin_channels(), k.target_sin())
+    np.testing.assert_allclose(np.exp(1j * theta2), np.exp(1j * theta), atol=1e-6)
+    user = lambda x: np.sum(np.abs(x[..., : p.num_users]) ** 2, axis=1)  # noqa: E731
+    np.testing.assert_allclose(user(w2) / user(w2).sum(1, keepdims=True),
+                               user(w) / user(w).sum(1, keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_env_checkers_pass_with_each_option(options):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, **SHORT, **options).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, **SHORT, **options).unwrapped, warn=False)
+
+
+@pytest.mark.parametrize("preset", ["stale_twin", "large", "nlos_target", "no_ris"])
+def test_cascade_observations_stay_inside_the_space_and_decode_to_the_twin(preset):
+    cascade = gym.make_vec(ENV_ID, num_envs=4, params=preset, episode_slots=12, observation_mode="cascade")
+    plain = gym.make_vec(ENV_ID, num_envs=4, params=preset, episode_slots=12)
+    space = cascade.single_observation_space
+    p, q = cascade.unwrapped.kernel.params, plain.unwrapped.kernel.params
+    M, N, K = p.num_bs_antennas, p.num_ris_elements, p.num_users
+    assert space.shape == (2 * (N * M + K * N * M + K * M) + 3,)
+    obs, _ = cascade.reset(seed=1)
+    ref, _ = plain.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        assert all(space.contains(o) for o in obs) and np.isfinite(obs).all()
+        assert np.max(np.abs(obs)) < 50.0  # O(1) features, no raw path losses
+        a, b = decode_observation(p, obs), decode_observation(q, ref)
+        for x, y in zip(a, b):  # same twin, either way
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5 * np.max(np.abs(y)) + 1e-30)
+        # Entry (k, n, m) of the cascade is h_r,k,n G_n,m of the twin, scaled by sqrt(beta_BR beta_RU).
+        direct, ris_user, bs_ris, *_ = b
+        c = obs[:, 2 * N * M : 2 * N * M + K * N * M] + 1j * obs[:, 2 * N * M + K * N * M : 2 * (N * M + K * N * M)]
+        expect = np.stack([[ris_user[i, kk, n] * bs_ris[i, n] for kk in range(K) for n in range(N)]
+                           for i in range(4)]).reshape(4, -1) / np.sqrt(p.cascade_reference_gain)
+        np.testing.assert_allclose(c, expect, rtol=1e-4, atol=1e-5 * np.max(np.abs(expect)) + 1e-30)
+        actions = rng.uniform(-1, 1, (4, p.action_dim)).astype(np.float32)
+        obs, r1, *_ = cascade.step(actions)
+        ref, r2, *_ = plain.step(actions)
+        np.testing.assert_array_equal(r1, r2)  # the observation changes nothing else
+
+
+def test_reward_scale_divides_by_the_users_and_reports_unscaled_values():
+    scaled = gym.make_vec(ENV_ID, num_envs=3, episode_slots=5, reward_scale="per_user")
+    plain = gym.make_vec(ENV_ID, num_envs=3, episode_slots=5)
+    K = scaled.unwrapped.kernel.params.num_users
+    scaled.reset(seed=2)
+    plain.reset(seed=2)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = rng.uniform(-1, 1, (3, scaled.single_action_space.shape[0])).astype(np.float32)
+        _, rs, _, _, info_s = scaled.step(a)
+        _, rp, _, _, info_p = plain.step(a)
+        np.testing.assert_allclose(rs, rp / K, rtol=1e-12)
+        np.testing.assert_array_equal(info_s["unscaled_reward"], rp)
+        np.testing.assert_array_equal(info_p["unscaled_reward"], rp)
+    s, q = info_s["final_info"]["episode_summary"], info_p["final_info"]["episode_summary"]
+    np.testing.assert_allclose(s["unscaled_return"], q["return"], rtol=1e-12)
+    np.testing.assert_allclose(s["return"], q["return"] / K, rtol=1e-12)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("action_mode", "designs"), ("precoder", "wmmse"), ("observation_mode", "raw"),
+    ("reward_scale", 2.0), ("action_mode", None),
+])
+def test_bad_options_raise_value_error_naming_the_field_and_the_choices(option, value):
+    with pytest.raises(ValueError, match=rf"{option} = .* must be one of"):
+        RisIsacParams(**{option: value})
+
+
+def test_a_precoder_without_the_phases_mode_is_an_error():
+    with pytest.raises(ValueError, match="precoder = 'zf' is invalid with action_mode = 'raw'"):
+        RisIsacParams(precoder="zf")
+
+
+@pytest.mark.parametrize("options", [dict(action_mode="phases"),
+                                     dict(action_mode="phases", precoder="mrt", params="nlos_target"),
+                                     dict(action_mode="phases", observation_mode="cascade",
+                                          reward_scale="per_user")],
+                         ids=["phases", "phases-mrt-nlos", "phases-cascade-per_user"])
+def test_no_phase_policy_beats_the_certified_bound(options):
+    """Baselines, random phase actions and a local search on them stay below the bound (unscaled)."""
+    options = dict(options)
+    base = dataclasses.asdict(PRESETS[options.pop("params", "default")])
+    params = dict(base, **SMALL, **options)
+    rng = np.random.default_rng(0)
+    for name, cls in BASELINES.items():
+        k = RisIsacKernel(params, num_envs=3)
+        obs = k.reset(seed=7)
+        p = k.params
+        bound = episode_sum_rate_bound(k)
+        policy = cls(k, seed=0)
+        total = np.zeros(3)
+        for _ in range(p.episode_slots):
+            slot_bound = sum_rate_bound(p, *k.true_channels())
+            actions = policy.predict(obs)[0]
+            assert actions.shape == (3, p.num_ris_elements + p.num_users)
+            twin, true, ts = k.twin_channels(), k.true_channels(), k.target_sin()
+            trial = np.clip(actions[:, None] + 0.5 * rng.standard_normal((3, 32, p.action_dim)), -1, 1)
+            best = _phase_scores(p, twin, true, ts, actions[:, None].astype(np.float64))[:, 0]
+            for _ in range(10):  # hill climbing on the phases action
+                assert np.all(_phase_scores(p, twin, true, ts, trial) <= slot_bound[:, None])
+                value = _phase_scores(p, twin, true, ts, trial)
+                j = np.argmax(value, axis=1)
+                up = value[np.arange(3), j] > best
+                best[up] = value[np.arange(3), j][up]
+                centre = np.where(up[:, None], trial[np.arange(3), j], actions)
+                trial = np.clip(centre[:, None] + 0.1 * rng.standard_normal((3, 32, p.action_dim)), -1, 1)
+            assert np.all(best <= slot_bound)
+            obs, reward, _, _, info = k.step(actions)
+            np.testing.assert_allclose(reward * p.reward_divisor, info["unscaled_reward"], rtol=1e-12)
+            total += info["unscaled_reward"]
+        assert np.all(total <= bound), name
