@@ -51,12 +51,18 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch.nn import functional as F
 
 from gentwin.agents.diffusion_policies import DiffusionPolicy
 
-__all__ = ["DiffusionActorCritic", "ExpertReplayBuffer", "ExpertReplayBufferSamples", "MlpPolicy"]
+__all__ = [
+    "DiffusionActorCritic", "ExpertReplayBuffer", "ExpertReplayBufferSamples", "MaskableReplayBuffer",
+    "MaskableReplayBufferSamples", "MlpPolicy",
+]
+
+#: actor losses of the discrete path (see :class:`DiffusionActorCritic`)
+ACTOR_LOSSES = ("forward_kl", "reverse_kl")
 
 MlpPolicy = DiffusionPolicy
 
@@ -136,6 +142,88 @@ class ExpertReplayBuffer(ReplayBuffer):
         )
 
 
+class MaskableReplayBufferSamples(NamedTuple):
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    discounts: th.Tensor | None
+    #: feasible actions of ``observations`` (sb3-contrib's flattened layout), bool
+    action_masks: th.Tensor
+    #: feasible actions of ``next_observations`` (all True after a time-limit end, see the buffer)
+    next_action_masks: th.Tensor
+
+
+class MaskableReplayBuffer(ReplayBuffer):
+    """SB3 replay buffer that also stores the action masks of each transition's two states.
+
+    The algorithm puts the masks of the current and the next observations into
+    ``pending_masks`` / ``pending_next_masks`` before each :meth:`add`.  Where an
+    episode ended, SB3's VecEnvs have already reset, so the mask of the terminal
+    observation is not known; it is stored as all True.  It only matters after a
+    time-limit end (the target bootstraps from the terminal state): gentwin's kernels
+    allow every action there (AspSelection: no task waits; ModelCaching: the masks
+    never change) or ignore the choice (TaskOffloading: no task).
+    """
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True):
+        if isinstance(action_space, spaces.Discrete):
+            mask_dim = int(action_space.n)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            mask_dim = int(np.sum(action_space.nvec))
+        else:
+            raise ValueError(f"action_space = {action_space} is invalid: MaskableReplayBuffer needs a "
+                             f"Discrete or MultiDiscrete space")
+        if optimize_memory_usage:
+            raise ValueError("optimize_memory_usage = True is invalid with action masks: set use_masks=False")
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage,
+                         handle_timeout_termination)
+        self.mask_dim = mask_dim
+        self.action_masks = np.ones((self.buffer_size, self.n_envs, mask_dim), dtype=bool)
+        self.next_action_masks = np.ones((self.buffer_size, self.n_envs, mask_dim), dtype=bool)
+        self.pending_masks: np.ndarray | None = None
+        self.pending_next_masks: np.ndarray | None = None
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        for name, store in (("pending_masks", self.action_masks), ("pending_next_masks", self.next_action_masks)):
+            masks = getattr(self, name)
+            store[self.pos] = True if masks is None else np.asarray(masks, dtype=bool).reshape(self.n_envs, -1)
+            setattr(self, name, None)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MaskableReplayBufferSamples:
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
+        data = (
+            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
+            self.actions[batch_inds, env_indices, :],
+            self._normalize_obs(self.next_observations[batch_inds, env_indices, :], env),
+            dones.reshape(-1, 1),
+            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
+        )
+        return MaskableReplayBufferSamples(
+            *(self.to_torch(x) for x in data),
+            discounts=None,
+            action_masks=th.as_tensor(self.action_masks[batch_inds, env_indices], device=self.device),
+            next_action_masks=th.as_tensor(self.next_action_masks[batch_inds, env_indices], device=self.device),
+        )
+
+
+def _masking_supported(env: VecEnv | None) -> bool:
+    """sb3-contrib's ``is_masking_supported`` for a VecEnv: it offers ``action_masks``."""
+    return env is not None and bool(env.has_attr("action_masks"))
+
+
+def _env_action_masks(env: VecEnv) -> np.ndarray:
+    """sb3-contrib's ``get_action_masks``: ``(n_envs, n_1 + .. + n_D)`` bool."""
+    masks = getattr(env, "action_masks", None)
+    out = masks() if callable(masks) else np.stack(env.env_method("action_masks"))
+    return np.asarray(out, dtype=bool).reshape(env.num_envs, -1)
+
+
 class DiffusionActorCritic(OffPolicyAlgorithm):
     """Diffusion-policy actor-critic (D2SAC for Discrete, GDM-tutorial actor-critic for Box).
 
@@ -193,6 +281,8 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         target_update_interval: int = 1,
         bc_coef: float = 0.0,
         squash_penalty: float = 0.0,
+        use_masks: bool | None = None,
+        actor_loss: str = "forward_kl",
         actor: str | None = None,
         denoising_steps: int | None = None,
         beta_schedule: str | None = None,
@@ -245,7 +335,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
             device=device,
             seed=seed,
             sde_support=False,
-            supported_action_spaces=(spaces.Discrete, spaces.Box),
+            supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete, spaces.Box),
             support_multi_env=True,
         )
         if not bc_coef >= 0:
@@ -259,27 +349,69 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         if not squash_penalty >= 0:
             raise ValueError(f"squash_penalty = {squash_penalty!r} is invalid: must be >= 0")
         self.squash_penalty = float(squash_penalty)
+        if use_masks not in (None, True, False):
+            raise ValueError(f"use_masks = {use_masks!r} is invalid: None (masks where the env offers them), "
+                             f"True or False")
+        self.use_masks = use_masks
+        if actor_loss not in ACTOR_LOSSES:
+            raise ValueError(f"actor_loss = {actor_loss!r} is invalid: allowed are {ACTOR_LOSSES}")
+        self.actor_loss = actor_loss
+        #: whether masks are in use (resolved from use_masks, the action space and the env)
+        self.masks_active = False
+        self._last_masks: np.ndarray | None = None
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         if _init_setup_model:
             self._setup_model()
 
     # -- setup ------------------------------------------------------------------
+    def _resolve_masks(self) -> bool:
+        """Whether this run uses action masks: ``use_masks`` (None: where the env offers them)."""
+        discrete = isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete))
+        if self.use_masks is False:
+            return False
+        if self.env is None:  # loaded without an env: keep what the saved model used
+            return bool(getattr(self, "masks_active", False)) and discrete
+        supported = discrete and _masking_supported(self.env)
+        if self.use_masks and not supported:
+            raise ValueError(
+                f"use_masks = True is invalid here: needs a Discrete or MultiDiscrete action space (got "
+                f"{self.action_space}) and an env with action_masks() (supported: {supported})"
+            )
+        return supported
+
     def _setup_model(self) -> None:
+        self.masks_active = self._resolve_masks()
+        if self.masks_active:
+            if self.replay_buffer_class is None:
+                if self.n_steps != 1 or isinstance(self.observation_space, spaces.Dict):
+                    raise ValueError(
+                        f"action masks need 1-step returns and Box observations (n_steps = {self.n_steps}, "
+                        f"observation space {self.observation_space}): set use_masks=False"
+                    )
+                self.replay_buffer_class = MaskableReplayBuffer
+            elif not issubclass(self.replay_buffer_class, MaskableReplayBuffer):
+                raise ValueError(
+                    f"replay_buffer_class = {self.replay_buffer_class.__name__} is invalid with action masks: "
+                    f"use MaskableReplayBuffer or set use_masks=False"
+                )
         if (self.replay_buffer_class is None and isinstance(self.action_space, spaces.Box) and self.n_steps == 1
                 and not isinstance(self.observation_space, spaces.Dict)):
             self.replay_buffer_class = ExpertReplayBuffer
         super()._setup_model()
         self._create_aliases()
-        self.discrete = isinstance(self.action_space, spaces.Discrete)
+        self.discrete = isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete))
         self.ent_coef_tensor = th.tensor(0.0, device=self.device)
         if self.discrete:
-            n_actions = int(self.action_space.n)
-            if self.target_entropy == "auto":
+            #: per-state "auto" target from the feasible actions (masks) instead of a constant
+            self.auto_target_entropy = self.target_entropy == "auto"
+            if self.auto_target_entropy:
                 # 0.98 log|A| (Christodoulou 2019) keeps the policy almost uniform, which is wrong
                 # for problems with one best action per state (ASP selection); 0.2 log|A| leaves
-                # room for a near-deterministic policy while keeping some exploration.
-                self.target_entropy_value = float(0.2 * np.log(n_actions))
+                # room for a near-deterministic policy while keeping some exploration.  Per head of
+                # a MultiDiscrete space and summed; with masks |A| is the number of feasible actions
+                # of the state (a head with one feasible choice has no entropy to keep).
+                self.target_entropy_value = float(0.2 * np.log(self.policy.nvec).sum())
             else:
                 self.target_entropy_value = float(self.target_entropy)
             if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
@@ -339,11 +471,26 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         discounts = getattr(replay_data, "discounts", None)
         return discounts if discounts is not None else self.gamma
 
+    def _head_policy(self, state: th.Tensor, masks: th.Tensor | None):
+        """Masked log-probabilities ``(B, D, n_max)``, probabilities and feasibility of every head."""
+        logits, feasible = self.policy.head_logits(self.actor(state), masks)
+        logp = F.log_softmax(logits, dim=-1)
+        return logp, logp.exp(), feasible
+
     def _train_step_discrete(self, replay_data) -> dict[str, float]:
+        """One D2SAC update for Discrete (one head) and MultiDiscrete (``D`` heads) spaces.
+
+        Factorised policy and critic: ``pi(a|s) = prod_d pi_d(a_d|s)`` and
+        ``Q(s, a) = sum_d Q_d(s, a_d)`` (one critic output per head and choice), so the soft
+        value is exactly ``V(s) = sum_d sum_{a_d} pi_d (min_k Q_d^k - alpha log pi_d)`` and
+        the entropy of ``pi`` is the sum of the heads' entropies.  With masks, infeasible
+        choices have probability 0 in the target, the actor loss and the entropy.
+        """
         policy = self.policy
         state = policy.features(replay_data.observations)
-        actions = replay_data.actions.long()
+        actions = replay_data.actions.long()  # (B, D)
         rewards, dones = replay_data.rewards, replay_data.dones
+        masks = getattr(replay_data, "action_masks", None) if self.masks_active else None
         if self.log_ent_coef is not None:
             alpha = self.log_ent_coef.detach().exp()
         else:
@@ -355,36 +502,51 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
             # is multiplied by 0: skip the next-state chain, an exact shortcut.
             if not bool((dones > 0).all()):
                 next_state = policy.features(replay_data.next_observations)
-                next_logp = F.log_softmax(self.actor(next_state), dim=-1)
-                next_q = self.critic_target(next_state).min(dim=0).values
-                next_v = (next_logp.exp() * (next_q - alpha * next_logp)).sum(dim=-1, keepdim=True)
+                next_masks = getattr(replay_data, "next_action_masks", None) if self.masks_active else None
+                next_logp, next_probs, _ = self._head_policy(next_state, next_masks)
+                next_q = policy.to_heads(self.critic_target(next_state).min(dim=0).values)
+                # masked entries: probability exactly 0, finite logit, so they add nothing
+                next_v = (next_probs * (next_q - alpha * next_logp)).sum(dim=(-2, -1)).unsqueeze(-1)
                 target_q = rewards + (1.0 - dones) * self._discounts(replay_data) * next_v
 
-        q_all = self.critic(state)  # (n_critics, B, |A|)
-        index = actions.view(1, -1, 1).expand(q_all.shape[0], -1, 1)
-        q_taken = q_all.gather(-1, index)
+        q_all = policy.to_heads(self.critic(state))  # (n_critics, B, D, n_max)
+        index = actions.view(1, actions.shape[0], -1, 1).expand(q_all.shape[0], -1, -1, 1)
+        q_taken = q_all.gather(-1, index).squeeze(-1).sum(dim=-1, keepdim=True)  # (n_critics, B, 1)
         critic_loss = 0.5 * (q_taken - target_q.unsqueeze(0)).pow(2).mean(dim=(1, 2)).sum()
         self.critic.optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic.optimizer.step()
 
-        # Actor: expected soft value over all actions, through the reverse chain.  Q comes from
-        # the forward pass of the critic update (before its step): it is detached anyway, and
-        # this saves a second critic pass per update.
-        q_min = q_all.detach().min(dim=0).values
-        logp = F.log_softmax(self.actor(state), dim=-1)
-        probs = logp.exp()
-        actor_loss = (probs * (alpha * logp - q_min)).sum(dim=-1).mean()
+        # Actor, through the reverse chain.  Q comes from the forward pass of the critic update
+        # (before its step): it is detached anyway, and this saves a second critic pass per update.
+        q_min = q_all.detach().min(dim=0).values  # (B, D, n_max)
+        logp, probs, feasible = self._head_policy(state, masks)
+        if self.actor_loss == "reverse_kl":
+            # SAC's / the D2SAC paper's: E_s sum_a pi (alpha log pi - Q) = alpha KL(pi || softmax(Q / alpha)) + c
+            actor_loss = (probs * (alpha * logp - q_min)).sum(dim=(-2, -1)).mean()
+        else:
+            # KL(softmax(Q / alpha) || pi), same minimiser.  Its gradient in the logits is pi - target:
+            # it does not vanish for actions whose probability is ~0, so the actor keeps following
+            # the critic; the reverse KL's is proportional to pi(a) and dies once the policy is peaked
+            # on the first (state-independent) critic -- the constant-action collapse.
+            boltzmann = (q_min / alpha.clamp_min(1e-8)).masked_fill(~feasible, float("-inf"))
+            target = th.softmax(boltzmann, dim=-1)
+            actor_loss = (target * (th.log(target.clamp_min(1e-30)) - logp)).sum(dim=(-2, -1)).mean()
         self.actor.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor.optimizer.step()
 
-        entropy = -(probs.detach() * logp.detach()).sum(dim=-1).mean()
+        entropy_per_state = -(probs.detach() * logp.detach()).sum(dim=(-2, -1))  # (B,)
+        entropy = entropy_per_state.mean()
         out = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
                "entropy": entropy.item(), "ent_coef": float(alpha)}
         if self.ent_coef_optimizer is not None:
             # SAC's temperature loss for a discrete policy: alpha grows when H(pi) < target.
-            ent_coef_loss = self.log_ent_coef * (entropy - self.target_entropy_value)
+            if self.auto_target_entropy and masks is not None:
+                target_entropy = 0.2 * th.log(feasible.sum(dim=-1).clamp_min(1).float()).sum(dim=-1).mean()
+            else:
+                target_entropy = self.target_entropy_value
+            ent_coef_loss = self.log_ent_coef * (entropy - target_entropy)
             self.ent_coef_optimizer.zero_grad(set_to_none=True)
             ent_coef_loss.sum().backward()
             self.ent_coef_optimizer.step()
@@ -435,6 +597,51 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         out["actor_loss"] = actor_loss.item()
         return out
 
+    # -- action masks --------------------------------------------------------------------
+    @property
+    def uses_action_masks(self) -> bool:
+        """Whether ``predict`` should get ``action_masks`` (read by gentwin's evaluation harness)."""
+        return bool(self.masks_active)
+
+    def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None,
+                       n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        if not self.masks_active:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        masks = self._last_masks if self._last_masks is not None else _env_action_masks(self.env)
+        self._last_masks = masks
+        if self.num_timesteps < learning_starts:
+            # Warm-up: uniform over the feasible choices of every head (torch's generator, seeded by SB3).
+            policy = self.policy
+            feasible = policy.head_masks(th.as_tensor(masks, device=self.device))
+            if feasible.dim() == 2:
+                feasible = feasible.expand(n_envs, -1, -1)
+            draw = th.multinomial(feasible.reshape(-1, policy.n_max).float(), 1).view(n_envs, -1)
+            action = draw.cpu().numpy().reshape((n_envs, *self.action_space.shape))
+        else:
+            action, _ = self.predict(self._last_obs, deterministic=False, action_masks=masks)
+        return action, action
+
+    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
+        if self.masks_active and isinstance(replay_buffer, MaskableReplayBuffer):
+            next_masks = _env_action_masks(self.env)  # masks of new_obs (reset observations where done)
+            replay_buffer.pending_masks = self._last_masks
+            stored = next_masks.copy()
+            stored[np.asarray(dones, dtype=bool)] = True  # the terminal state's mask is not observed
+            replay_buffer.pending_next_masks = stored
+            self._last_masks = next_masks
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _setup_learn(self, *args, **kwargs):
+        self._last_masks = None  # the env may be reset: fetch fresh masks
+        return super()._setup_learn(*args, **kwargs)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False,
+                action_masks: np.ndarray | None = None):
+        """SB3's ``predict``; with ``action_masks`` (sb3-contrib layout) infeasible actions are never chosen."""
+        if action_masks is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+
     # -- SB3 plumbing ------------------------------------------------------------------
     def learn(
         self: SelfDiffusionActorCritic,
@@ -455,7 +662,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target"]
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_last_masks"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]

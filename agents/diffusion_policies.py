@@ -252,14 +252,16 @@ class DiffusionActor(nn.Module):
 
     ``forward(s)`` runs the ``N`` reverse steps from ``x_N ~ N(0, I)`` (``deterministic``:
     from ``x_N = 0`` without posterior noise, so that the same state always gives the same
-    output).  ``x0_hat`` is kept in ``(-clip_denoised, clip_denoised)`` by :func:`soft_clip`.
+    output).  ``x0_hat`` is kept in ``(-clip_denoised, clip_denoised)`` by :func:`soft_clip`;
+    with ``clip_output=False`` not at the last step, so that ``x_0`` is unbounded (the logits of a
+    discrete policy, see :class:`DiffusionPolicy`).
     """
 
     kind = "diffusion"
 
     def __init__(self, state_dim: int, action_dim: int, hidden_dim: int = 256, denoising_steps: int = 5,
                  beta_schedule: str = "vp", time_dim: int = 16, activation: str = "mish",
-                 clip_denoised: float = 5.0):
+                 clip_denoised: float = 5.0, clip_output: bool = True):
         super().__init__()
         if not clip_denoised > 0:
             raise ValueError(f"clip_denoised = {clip_denoised!r} is invalid: must be > 0")
@@ -267,6 +269,8 @@ class DiffusionActor(nn.Module):
         self.n_steps = self.schedule.n_steps
         self.action_dim = action_dim
         self.clip_denoised = float(clip_denoised)
+        #: False: the last step's ``x0_hat`` (= ``x_0``) is not clipped (logits of discrete policies)
+        self.clip_output = bool(clip_output)
         self.epsilon_theta = NoisePredictionMLP(state_dim, action_dim, hidden_dim, time_dim, activation)
         sch = self.schedule
         # Python floats: the step index is shared by the batch, so scalars suffice.
@@ -299,7 +303,9 @@ class DiffusionActor(nn.Module):
             noise = th.randn(self.n_steps - 1, batch, self.action_dim, device=state.device, dtype=state.dtype)
         for i in reversed(range(self.n_steps)):  # i = t - 1
             eps = self.epsilon_theta.from_condition(x, state_block + time_block[i]).add_(x, alpha=self._skip[i])
-            x0_hat = soft_clip(self._c_x[i] * x - self._c_eps[i] * eps, self.clip_denoised)
+            x0_hat = self._c_x[i] * x - self._c_eps[i] * eps
+            if i > 0 or self.clip_output:
+                x0_hat = soft_clip(x0_hat, self.clip_denoised)
             x = self._c1[i] * x0_hat + self._c2[i] * x
             if noise is not None and i > 0:
                 x = x + self._std[i] * noise[i - 1]
@@ -329,18 +335,20 @@ class MlpActor(nn.Module):
     kind = "mlp"
 
     def __init__(self, state_dim: int, action_dim: int, hidden_dim: int = 256, activation: str = "mish",
-                 clip_denoised: float = 5.0, **_: Any):
+                 clip_denoised: float = 5.0, clip_output: bool = True, **_: Any):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.action_dim = action_dim
         self.clip_denoised = float(clip_denoised)
+        self.clip_output = bool(clip_output)
         self.net = nn.Sequential(
             nn.Linear(state_dim, hidden_dim), act(), nn.Linear(hidden_dim, hidden_dim), act(),
             nn.Linear(hidden_dim, hidden_dim), act(), nn.Linear(hidden_dim, action_dim),
         )
 
     def forward(self, state: th.Tensor, deterministic: bool = False) -> th.Tensor:
-        return soft_clip(self.net(state), self.clip_denoised)
+        out = self.net(state)
+        return soft_clip(out, self.clip_denoised) if self.clip_output else out
 
     def denoising_loss(self, x_0: th.Tensor, state: th.Tensor, weights: th.Tensor | None = None) -> th.Tensor:
         """Behaviour cloning for the MLP actor: squared error to ``x_0``."""
@@ -391,13 +399,30 @@ class TwinQNetwork(nn.Module):
 # ---------------------------------------------------------------------------
 # The SB3 policy
 # ---------------------------------------------------------------------------
+#: Logit of an infeasible (masked) action: exp() underflows to exactly 0 in float32, and
+#: unlike -inf it keeps ``0 * logit`` finite (sb3-contrib's MaskableCategorical uses the same).
+MASKED_LOGIT = -1e8
+
+
 class DiffusionPolicy(BasePolicy):
-    """Actor (diffusion chain or MLP), twin critic and target networks, for Discrete or Box actions.
+    """Actor (diffusion chain or MLP), twin critic and target networks, for Discrete,
+    MultiDiscrete or Box actions.
 
     ``predict`` gives: Discrete -- a sample of ``softmax(x_0)`` (``deterministic``: its
-    argmax over the noise-free chain); Box -- ``tanh(x_0)`` plus Gaussian exploration
-    noise of std ``exploration_noise`` (in the ``[-1, 1]`` scaled space), clipped to
-    ``[-1, 1]`` (``deterministic``: the noise-free chain without exploration noise).
+    argmax over the noise-free chain); MultiDiscrete ``[n_1, .., n_D]`` -- the chain's
+    ``x_0`` holds ``n_1 + .. + n_D`` logits, one categorical head per dimension, sampled
+    independently (a factorised policy ``pi(a|s) = prod_d pi_d(a_d|s)``); Box --
+    ``tanh(x_0)`` plus Gaussian exploration noise of std ``exploration_noise`` (in the
+    ``[-1, 1]`` scaled space), clipped to ``[-1, 1]`` (``deterministic``: the noise-free
+    chain without exploration noise).
+
+    Discrete and MultiDiscrete: ``predict(obs, action_masks=...)`` takes sb3-contrib's
+    flattened masks ``(B, n_1 + .. + n_D)``; infeasible actions get the logit
+    :data:`MASKED_LOGIT` and are never sampled.  The logits are the chain's unclipped
+    ``x_0`` (``clip_output=False``; the intermediate ``x0_hat`` stay soft-clipped): a
+    soft clip of the logits saturates, several actions tie at the bound with no gradient
+    left to separate them, and the deterministic argmax then picks the same tied action in
+    every state (measured; see ``tests/test_diffusion.py::test_no_constant_action_collapse``).
     """
 
     actor: nn.Module
@@ -425,8 +450,14 @@ class DiffusionPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
-        if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
-            raise ValueError(f"action_space = {action_space} is invalid: DiffusionPolicy supports Discrete and Box")
+        if not isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)):
+            raise ValueError(
+                f"action_space = {action_space} is invalid: DiffusionPolicy supports Discrete, MultiDiscrete and Box"
+            )
+        if isinstance(action_space, spaces.MultiDiscrete) and np.ndim(action_space.nvec) != 1:
+            raise ValueError(f"action_space = {action_space} is invalid: MultiDiscrete needs a 1-D nvec")
+        if isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete)) and np.any(action_space.start != 0):
+            raise ValueError(f"action_space = {action_space} is invalid: discrete actions must start at 0")
         if actor not in ("diffusion", "mlp"):
             raise ValueError(f"actor = {actor!r} is invalid: allowed are 'diffusion' and 'mlp'")
         for name, value in (("activation", activation), ("critic_activation", critic_activation)):
@@ -438,11 +469,11 @@ class DiffusionPolicy(BasePolicy):
             raise ValueError(f"exploration_noise = {exploration_noise!r} is invalid: must be >= 0")
         if isinstance(n_critics, bool) or not isinstance(n_critics, (int, np.integer)) or n_critics < 1:
             raise ValueError(f"n_critics = {n_critics!r} is invalid: must be an integer >= 1")
-        discrete = isinstance(action_space, spaces.Discrete)
+        discrete = isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete))
         if clip_denoised is None:
-            # Logits in (-3, 3): the softmax keeps every action's probability (and gradient) above
-            # e^-6 of the best one, so a policy cannot collapse for good onto a wrong action.
-            # Box: x_0 in (-5, 5) leaves tanh(x_0) free over [-0.9999, 0.9999].
+            # Discrete: x0_hat of the intermediate steps in (-3, 3); the last step (the logits) is not
+            # clipped (see the class docstring).  Box: x_0 in (-5, 5) leaves tanh(x_0) free over
+            # [-0.9999, 0.9999].
             clip_denoised = 3.0 if discrete else 5.0
         if not clip_denoised > 0:
             raise ValueError(f"clip_denoised = {clip_denoised!r} is invalid: must be > 0")
@@ -473,8 +504,34 @@ class DiffusionPolicy(BasePolicy):
         self.clip_denoised = clip_denoised
         self.exploration_noise = float(exploration_noise)
         self.n_critics = int(n_critics)
-        self.action_dim = int(action_space.n) if discrete else int(np.prod(action_space.shape))
+        if isinstance(action_space, spaces.Discrete):
+            self.nvec = np.array([int(action_space.n)], dtype=np.int64)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            self.nvec = np.asarray(action_space.nvec, dtype=np.int64).copy()
+        else:
+            self.nvec = None
+        self.action_dim = int(self.nvec.sum()) if discrete else int(np.prod(action_space.shape))
+        if discrete:
+            self._build_layout()
         self._build(lr_schedule)
+
+    def _build_layout(self) -> None:
+        """Index map from the flat ``(n_1 + .. + n_D)`` logits to a padded ``(D, n_max)`` grid.
+
+        Equal ``n_d`` (every gentwin family) is a plain reshape; otherwise a gather, with the
+        padding entries marked invalid (never sampled, zero probability).
+        """
+        nvec = self.nvec
+        self.n_heads, self.n_max = len(nvec), int(nvec.max())
+        self.uniform_heads = bool(np.all(nvec == self.n_max))
+        offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+        choice = np.arange(self.n_max)
+        valid = choice[None, :] < nvec[:, None]
+        index = np.where(valid, offsets[:, None] + choice[None, :], 0)
+        self.register_buffer("head_index", th.as_tensor(index, dtype=th.long), persistent=False)
+        self.register_buffer("head_valid", th.as_tensor(valid), persistent=False)
+        #: log n_d per head, for the "auto" entropy target
+        self.register_buffer("head_log_n", th.as_tensor(np.log(nvec), dtype=th.float32), persistent=False)
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.features_extractor = self.make_features_extractor()
@@ -482,9 +539,11 @@ class DiffusionPolicy(BasePolicy):
         self.features_dim = state_dim
         if self.actor_kind == "diffusion":
             self.actor = DiffusionActor(state_dim, self.action_dim, self.hidden_dim, self.denoising_steps,
-                                        self.beta_schedule, self.time_dim, self.activation, self.clip_denoised)
+                                        self.beta_schedule, self.time_dim, self.activation, self.clip_denoised,
+                                        clip_output=not self.discrete)
         else:
-            self.actor = MlpActor(state_dim, self.action_dim, self.hidden_dim, self.activation, self.clip_denoised)
+            self.actor = MlpActor(state_dim, self.action_dim, self.hidden_dim, self.activation, self.clip_denoised,
+                                  clip_output=not self.discrete)
         critic_in = state_dim if self.discrete else state_dim + self.action_dim
         critic_out = self.action_dim if self.discrete else 1
         self.critic = TwinQNetwork(critic_in, critic_out, self.hidden_dim, self.n_critics, self.critic_activation)
@@ -529,6 +588,27 @@ class DiffusionPolicy(BasePolicy):
     def features(self, obs: PyTorchObs) -> th.Tensor:
         return self.extract_features(obs, self.features_extractor)
 
+    def to_heads(self, flat: th.Tensor) -> th.Tensor:
+        """``(..., n_1 + .. + n_D)`` -> ``(..., D, n_max)`` (logits, Q-values or masks of every head)."""
+        if self.uniform_heads:
+            return flat.unflatten(-1, (self.n_heads, self.n_max))
+        return flat[..., self.head_index]
+
+    def head_masks(self, action_masks: th.Tensor | None) -> th.Tensor:
+        """Feasible entries ``(B, D, n_max)`` (or ``(D, n_max)`` without masks); padding is infeasible."""
+        if action_masks is None:
+            return self.head_valid
+        masks = self.to_heads(action_masks.bool())
+        return masks if self.uniform_heads else masks & self.head_valid
+
+    def head_logits(self, x_0: th.Tensor, action_masks: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
+        """The chain's ``x_0`` as masked logits ``(B, D, n_max)`` and the feasibility grid used."""
+        feasible = self.head_masks(action_masks)
+        logits = self.to_heads(x_0)
+        if action_masks is None and self.uniform_heads:
+            return logits, feasible
+        return logits.masked_fill(~feasible, MASKED_LOGIT), feasible
+
     def squash(self, x_0: th.Tensor) -> th.Tensor:
         """Box spaces: the chain's ``x_0`` to the scaled action in ``[-1, 1]``."""
         return th.tanh(x_0)
@@ -543,17 +623,40 @@ class DiffusionPolicy(BasePolicy):
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
 
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False,
+                 action_masks: th.Tensor | None = None) -> th.Tensor:
         state = self.features(observation)
         x_0 = self.actor(state, deterministic=deterministic)
         if self.discrete:
+            logits, _ = self.head_logits(x_0, action_masks)  # (B, D, n_max)
             if deterministic:
-                return x_0.argmax(dim=-1)
-            return th.multinomial(th.softmax(x_0, dim=-1), 1).squeeze(-1)
+                actions = logits.argmax(dim=-1)
+            else:
+                probs = th.softmax(logits, dim=-1)
+                actions = th.multinomial(probs.reshape(-1, self.n_max), 1).view(logits.shape[:-1])
+            return actions.squeeze(-1) if isinstance(self.action_space, spaces.Discrete) else actions
         action = self.squash(x_0)
         if not deterministic and self.exploration_noise > 0:
             action = (action + self.exploration_noise * th.randn_like(action)).clamp(-1.0, 1.0)
         return action
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False,
+                action_masks: np.ndarray | None = None):
+        """SB3's ``predict``; Discrete/MultiDiscrete also take sb3-contrib's flattened ``action_masks``."""
+        if action_masks is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        if not self.discrete:
+            raise ValueError("action_masks are only defined for Discrete and MultiDiscrete action spaces")
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        masks = np.asarray(action_masks, dtype=bool).reshape(-1, self.action_dim)
+        with th.no_grad():
+            actions = self._predict(obs_tensor, deterministic=deterministic,
+                                    action_masks=th.as_tensor(masks, device=self.device))
+        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, state
 
     def set_training_mode(self, mode: bool) -> None:
         self.actor.train(mode)

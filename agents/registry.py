@@ -24,7 +24,7 @@ ALGORITHMS: dict[str, tuple[str, tuple[type[spaces.Space], ...]]] = {
     "tqc": ("sb3_contrib:TQC", (spaces.Box,)),
     "ars": ("sb3_contrib:ARS", (spaces.Discrete, spaces.Box)),
     "crossq": ("sb3_contrib:CrossQ", (spaces.Box,)),
-    "diffusion": ("gentwin.agents.diffusion:DiffusionActorCritic", (spaces.Discrete, spaces.Box)),
+    "diffusion": ("gentwin.agents.diffusion:DiffusionActorCritic", (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)),
 }
 
 #: algorithms that take ``action_masks`` in ``predict``

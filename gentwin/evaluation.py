@@ -65,6 +65,8 @@ class EvalResult:
 
 
 def _uses_action_masks(policy: Any) -> bool:
+    if getattr(policy, "uses_action_masks", False) is True:  # the diffusion agent, unless use_masks=False
+        return True
     try:
         from sb3_contrib import MaskablePPO
     except ImportError:  # pragma: no cover

@@ -12,7 +12,12 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import gentwin  # noqa: F401
 from gentwin.agents import get_algorithm
-from gentwin.agents.diffusion import DiffusionActorCritic, ExpertReplayBuffer
+from gentwin.agents.diffusion import (
+    DiffusionActorCritic,
+    ExpertReplayBuffer,
+    MaskableReplayBuffer,
+    MaskableReplayBufferSamples,
+)
 from gentwin.agents.diffusion_policies import (
     DiffusionActor,
     DiffusionSchedule,
@@ -22,6 +27,7 @@ from gentwin.agents.diffusion_policies import (
     beta_schedule,
 )
 from gentwin.envs import make_sb3_vec_env
+from gentwin.evaluation import evaluate_policy
 
 th.set_num_threads(1)
 
@@ -298,3 +304,231 @@ def test_expert_replay_buffer_scales_expert_actions_to_the_unit_box():
     assert sample.expert_actions.shape == (8, 2) and sample.expert_mask.shape == (8,)
     with pytest.raises(ValueError, match="Box"):
         ExpertReplayBuffer(10, obs_space, spaces.Discrete(3), device="cpu")
+
+
+# ---------------------------------------------------------------------------
+# Action masks, MultiDiscrete heads, the constant-action collapse, devices
+# ---------------------------------------------------------------------------
+class PenaltyBandit(gym.Env):
+    """One-step episodes: one-hot context k of 8; action (k + 1) % 8 pays 1, every other costs 20.
+
+    Penalties much larger than the rewards (AspSelection's crashes) are what made D2SAC
+    collapse onto one constant action."""
+
+    def __init__(self):
+        self.observation_space = spaces.Box(0.0, 1.0, (8,), np.float32)
+        self.action_space = spaces.Discrete(8)
+        self.k = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.k = int(self.np_random.integers(8))
+        return np.eye(8, dtype=np.float32)[self.k], {}
+
+    def step(self, action):
+        reward = 1.0 if int(action) == (self.k + 1) % 8 else -20.0
+        return np.eye(8, dtype=np.float32)[self.k], reward, True, False, {}
+
+
+class TwoHeadBandit(gym.Env):
+    """One-step episodes, ``MultiDiscrete([3, 4])`` (unequal heads): context k of 6; head 0 pays
+    for k % 3, head 1 for (k + 1) % 3.  Head 1's choice 3 would pay 5 but is always masked."""
+
+    def __init__(self):
+        self.observation_space = spaces.Box(0.0, 1.0, (6,), np.float32)
+        self.action_space = spaces.MultiDiscrete([3, 4])
+        self.k = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.k = int(self.np_random.integers(6))
+        return np.eye(6, dtype=np.float32)[self.k], {}
+
+    def action_masks(self):
+        return np.array([True, True, True, True, True, True, False])
+
+    def step(self, action):
+        a0, a1 = int(action[0]), int(action[1])
+        reward = float(a0 == self.k % 3) + (5.0 if a1 == 3 else float(a1 == (self.k + 1) % 3))
+        return np.eye(6, dtype=np.float32)[self.k], reward, True, False, {}
+
+
+def _learn_bandit(**kwargs):
+    venv = make_vec_env(PenaltyBandit, n_envs=4, seed=0)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, learning_rate=3e-3, **TINY, **kwargs)
+    model.learn(3000)
+    obs = np.eye(8, dtype=np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    with th.no_grad():
+        greedy = model.critic(model.policy.features(th.as_tensor(obs))).min(dim=0).values.argmax(dim=1).numpy()
+    return actions, greedy
+
+
+def test_no_constant_action_collapse():
+    """The collapse of AspSelection seed 1 ("always ASP 11"), on an 8-action bandit.
+
+    With the paper's reverse-KL actor loss the policy turns near-deterministic on the first,
+    state-independent critic; the loss's gradient in a logit is proportional to that action's
+    probability, so it never moves again: one action in every state, whatever the critic has
+    learnt since.  The forward-KL loss (default) follows the critic.
+    """
+    actions, greedy = _learn_bandit(actor_loss="reverse_kl")
+    assert len(set(actions.tolist())) == 1  # the collapse, reproduced
+    actions, greedy = _learn_bandit()
+    assert len(set(actions.tolist())) >= 6
+    assert np.mean(actions == greedy) >= 7 / 8  # the actor follows its critic
+    assert np.mean(actions == (np.arange(8) + 1) % 8) >= 0.75
+
+
+def test_masked_agent_never_picks_infeasible_asps_where_the_unmasked_one_crashes():
+    # light load: some ASP always has room (crash_avoid never crashes here), random crashes 8 %
+    kwargs = dict(params="reference", num_asps=6, tasks_per_episode=200, arrival_rate_per_s=0.0002)
+    results = {}
+    for use_masks in (None, False):
+        venv = make_sb3_vec_env("gentwin/AspSelection-v0", num_envs=8, seed=0, **kwargs)
+        model = DiffusionActorCritic("MlpPolicy", venv, seed=0, learning_rate=1e-3, gamma=0.9, use_masks=use_masks,
+                                     **TINY)
+        assert model.masks_active is (use_masks is None) and model.uses_action_masks is (use_masks is None)
+        assert isinstance(model.replay_buffer, MaskableReplayBuffer) is (use_masks is None)
+        model.learn(3000)
+        results[use_masks] = evaluate_policy(model, "gentwin/AspSelection-v0", n_episodes=4, env_kwargs=kwargs)
+    assert results[None].mean("crash_rate") == 0.0
+    assert results[False].mean("crash_rate") > 0.01
+    assert results[None].mean("return") > results[False].mean("return")
+
+
+def test_buffer_masks_match_the_states_and_behaviour_respects_them():
+    """TaskOffloading: a device without a task may only run 'locally'; edges need reach."""
+    venv = make_sb3_vec_env("gentwin/TaskOffloading-v0", num_envs=4, seed=0, params="small", episode_slots=10)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, **TINY)
+    model.learn(400)  # warm-up and policy actions, two episode ends
+    rb = model.replay_buffer
+    n, U, C = rb.pos, 4, 4  # 4 devices, 2 edges + local + cloud
+    masks = rb.action_masks[:n].reshape(n, 4, U, C)
+    next_masks = rb.next_action_masks[:n].reshape(n, 4, U, C)
+    has_task = rb.observations[:n, :, 0::11][..., :U] > 0.5  # device blocks of 9 + E = 11 entries
+    next_has = rb.next_observations[:n, :, 0::11][..., :U] > 0.5
+    np.testing.assert_array_equal(masks[..., C - 1], has_task)  # cloud iff a task waits
+    assert not masks[..., 1:][~has_task].any() and masks[..., 0].all()
+    done = rb.dones[:n] > 0
+    assert done.any()
+    np.testing.assert_array_equal(next_masks[~done][..., C - 1], next_has[~done])
+    assert next_masks[done].all()  # terminal state: not observed, all allowed
+    actions = rb.actions[:n].astype(int)  # (n, 4 envs, U)
+    chosen = np.take_along_axis(masks, actions[..., None], axis=-1)[..., 0]
+    assert chosen.all()
+
+
+def test_masked_target_entropy_and_actor_loss_ignore_infeasible_actions():
+    venv = make_sb3_vec_env("gentwin/AspSelection-v0", num_envs=2, seed=0, params="reference", num_asps=4)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, ent_coef=0.5, gamma=0.9)
+    model.policy.set_training_mode(True)
+    B = 5
+    gen = th.Generator().manual_seed(0)
+    obs, next_obs = th.rand(B, 10, generator=gen), th.rand(B, 10, generator=gen)
+    only = th.tensor([2, 1, 3, 1, 2])  # the single feasible next action of each sample (never 0)
+    next_masks = th.nn.functional.one_hot(only, 4).bool()
+    samples = MaskableReplayBufferSamples(
+        obs, th.tensor([[1.0], [0.0], [3.0], [2.0], [1.0]]), next_obs, th.zeros(B, 1), th.ones(B, 1), None,
+        th.ones(B, 4, dtype=th.bool), next_masks)
+    with th.no_grad():
+        q_next = model.critic_target(model.policy.features(next_obs)).min(dim=0).values
+        target = 1.0 + 0.9 * q_next.gather(1, only[:, None])  # pi(only) = 1, entropy 0
+        q = model.critic(model.policy.features(obs))
+        expected = 0.5 * (q.gather(2, samples.actions.long().view(1, B, 1).expand(2, -1, -1)) - target).pow(2)
+        expected = expected.mean(dim=(1, 2)).sum()
+        # infeasible next actions with a huge Q change nothing
+        model.critic_target.b3.data[:, :, 0] += 1e4
+    out = model._train_step_discrete(samples._replace(next_action_masks=next_masks))
+    assert out["critic_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    # every state has exactly one feasible action: probability 1, entropy 0, in the actor loss too
+    one = MaskableReplayBufferSamples(*samples[:6], action_masks=next_masks, next_action_masks=next_masks)
+    out = model._train_step_discrete(one)
+    assert out["entropy"] == pytest.approx(0.0, abs=1e-6)
+    actions, _ = model.predict(obs.numpy(), action_masks=next_masks.numpy())
+    np.testing.assert_array_equal(actions, only.numpy())
+
+
+def test_multidiscrete_heads_learn_and_masks_hold():
+    venv = make_vec_env(TwoHeadBandit, n_envs=4, seed=0)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, learning_rate=3e-3, **TINY)
+    assert model.masks_active and model.policy.n_heads == 2 and not model.policy.uniform_heads
+    model.learn(2000)
+    obs = np.eye(6, dtype=np.float32)
+    masks = np.tile(TwoHeadBandit().action_masks(), (6, 1))
+    actions, _ = model.predict(obs, deterministic=True, action_masks=masks)
+    assert actions.shape == (6, 2)
+    np.testing.assert_array_equal(actions[:, 0], np.arange(6) % 3)
+    np.testing.assert_array_equal(actions[:, 1], (np.arange(6) + 1) % 3)
+    sampled, _ = model.predict(np.repeat(obs, 100, axis=0), action_masks=np.repeat(masks, 100, axis=0))
+    assert sampled[:, 1].max() <= 2  # the masked choice 3 is never drawn
+    # unmasked, the agent finds the tempting choice (the paper's unmasked D2SAC stays available)
+    free = DiffusionActorCritic("MlpPolicy", venv, seed=0, learning_rate=3e-3, use_masks=False, **TINY)
+    assert not free.masks_active and not isinstance(free.replay_buffer, MaskableReplayBuffer)
+    free.learn(1200)
+    actions, _ = free.predict(obs, deterministic=True)
+    assert (actions[:, 1] == 3).all()
+
+
+def test_mask_and_actor_loss_options_are_validated():
+    venv = make_vec_env(MatchingBandit, n_envs=2, seed=0)
+    assert not DiffusionActorCritic("MlpPolicy", venv, **TINY).masks_active  # no action_masks()
+    with pytest.raises(ValueError, match="use_masks"):
+        DiffusionActorCritic("MlpPolicy", venv, use_masks=True)
+    with pytest.raises(ValueError, match="use_masks"):
+        DiffusionActorCritic("MlpPolicy", make_vec_env(TargetBox, n_envs=2), use_masks=True)
+    with pytest.raises(ValueError, match="use_masks"):
+        DiffusionActorCritic("MlpPolicy", venv, use_masks="yes")
+    with pytest.raises(ValueError, match="actor_loss"):
+        DiffusionActorCritic("MlpPolicy", venv, actor_loss="mse")
+    masked = make_sb3_vec_env("gentwin/AspSelection-v0", num_envs=2, params="reference")
+    with pytest.raises(ValueError, match="replay_buffer_class"):
+        DiffusionActorCritic("MlpPolicy", masked, replay_buffer_class=ExpertReplayBuffer)
+
+
+def test_masked_model_save_load_keeps_masks(tmp_path):
+    venv = make_sb3_vec_env("gentwin/ModelCaching-v0", num_envs=2, seed=0, num_slots=10)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16)
+    assert model.masks_active and model.policy.n_heads == 22
+    model.learn(40)
+    model.save(tmp_path / "m.zip")
+    for env in (venv, None):
+        loaded = DiffusionActorCritic.load(tmp_path / "m.zip", env=env)
+        assert loaded.masks_active and loaded.uses_action_masks
+    obs = venv.reset()
+    masks = venv.action_masks()
+    a, _ = model.predict(obs, deterministic=True, action_masks=masks)
+    b, _ = loaded.predict(obs, deterministic=True, action_masks=masks)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("env_id, kwargs", [
+    ("gentwin/TaskOffloading-v0", {"params": "small", "episode_slots": 10}),
+    ("gentwin/AspSelection-v0", {"params": "reference", "tasks_per_episode": 20}),
+    ("gentwin/PowerAllocation-v0", {}),
+])
+def test_every_tensor_lives_on_the_policy_device(env_id, kwargs):
+    """device placement: parameters, buffers, replay samples; and no tensor made on the default device.
+
+    After construction the default device is switched to ``meta``: a tensor created anywhere in
+    learn / train / predict without ``device=`` would land there, and mixing it with the model's
+    tensors raises.  (This is what would break with ``device="cuda"``.)
+    """
+    venv = make_sb3_vec_env(env_id, num_envs=2, seed=0, **kwargs)
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16,
+                                 device="cpu")
+    device = model.policy.device
+    assert device == th.device("cpu") == model.device
+    tensors = [*model.policy.parameters(), *model.policy.buffers()]
+    if model.log_ent_coef is not None:
+        tensors.append(model.log_ent_coef)
+    assert all(t.device == device for t in tensors)
+    th.set_default_device("meta")
+    try:
+        model.learn(60)
+        model.train(2, 16)
+        model.predict(venv.reset(), deterministic=False)
+        sample = model.replay_buffer.sample(8)
+    finally:
+        th.set_default_device("cpu")
+    assert all(t.device == device for t in sample if isinstance(t, th.Tensor))
