@@ -15,11 +15,28 @@ chain's output ``x_0`` is
 * **Discrete** spaces (D2SAC): a logit vector; the policy is ``pi = softmax(x_0)``.
   Twin Q-networks give ``Q(s, .)`` for every action; with the current actor on the
   next state, the soft target is
-  ``y = r + gamma (1 - d) sum_a pi(a|s') (min_k Q_k^target(s', a) - alpha log pi(a|s'))``
-  and the actor minimises ``E_s sum_a pi(a|s) (alpha log pi(a|s) - min_k Q_k(s, a))``,
-  with the gradient flowing through every step of the reverse chain.  The entropy
-  weight ``alpha`` (``ent_coef``) is fixed or, with ``"auto"``, tuned like SAC's
-  towards ``target_entropy`` (``"auto"``: ``0.2 * log |A|``, see ``__init__``).
+  ``y = r + gamma (1 - d) sum_a pi(a|s') (min_k Q_k^target(s', a) - alpha log pi(a|s'))``.
+  The actor is fitted, through every step of the reverse chain, to the soft-greedy policy
+  ``softmax(min_k Q_k(s, .) / alpha)``: by default (``actor_loss="forward_kl"``) minimising
+  ``KL(softmax(Q / alpha) || pi)``; ``"reverse_kl"`` is the D2SAC paper's (and SAC's)
+  ``E_s sum_a pi(a|s) (alpha log pi(a|s) - min_k Q_k(s, a))`` = ``alpha KL(pi || softmax(Q / alpha))``
+  plus a constant.  Both have the same minimiser; the reverse KL's gradient in a logit is
+  proportional to that action's probability, so once the policy is peaked (crash penalties
+  make Q gaps >> alpha within a few hundred updates, on a critic that does not yet depend
+  on the state) it stops moving: the "always ASP 11" collapse, reproduced in
+  ``tests/test_diffusion.py::test_no_constant_action_collapse``.  The entropy weight
+  ``alpha`` (``ent_coef``) is fixed or, with ``"auto"``, tuned like SAC's towards
+  ``target_entropy`` (``"auto"``: ``0.2 * log |A|``, see ``__init__``).
+* **MultiDiscrete** ``[n_1, .., n_D]``: ``x_0`` holds ``n_1 + .. + n_D`` logits, one
+  categorical head per dimension, ``pi(a|s) = prod_d pi_d(a_d|s)``; the critic is factorised,
+  ``Q(s, a) = sum_d Q_d(s, a_d)`` (one output per head and choice), which makes the soft value
+  and the entropy exact sums over the heads.  Discrete is the case ``D = 1``.
+* **Action masks** (Discrete, MultiDiscrete), as sb3-contrib's MaskablePPO: when the env
+  offers ``action_masks()`` (``use_masks=None``, the default; ``False`` gives the paper's
+  unmasked D2SAC) infeasible choices get probability 0 in the behaviour policy (also the
+  uniform warm-up), ``predict(obs, action_masks=...)``, the soft target (next-state masks are
+  stored in :class:`MaskableReplayBuffer`), the actor loss and the entropy, whose ``"auto"``
+  target is ``0.2 sum_d log(feasible choices of head d)`` per state.
 * **Box** spaces: the pre-squash action; the action is ``tanh(x_0)`` in ``[-1, 1]``
   (mapped to the bounds by SB3).  The actor maximises ``min_k Q_k(s, tanh(x_0))``
   through the chain (the GDM tutorial's ``-Q`` loss), explores with Gaussian noise
@@ -228,7 +245,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
     """Diffusion-policy actor-critic (D2SAC for Discrete, GDM-tutorial actor-critic for Box).
 
     :param policy: ``"MlpPolicy"`` (or :class:`DiffusionPolicy`)
-    :param env: environment or VecEnv (Discrete or Box actions)
+    :param env: environment or VecEnv (Discrete, MultiDiscrete or Box actions)
     :param learning_rate: Adam learning rate of actor and critic (and of ``alpha``)
     :param buffer_size: replay buffer size
     :param learning_starts: environment steps before the first update (uniformly random actions)
@@ -238,7 +255,8 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
     :param train_freq: update the model every ``train_freq`` steps (int or ``(n, "step"/"episode")``)
     :param gradient_steps: gradient updates per rollout (``-1``: as many as environment steps)
     :param action_noise: extra SB3 action noise (Box), on top of ``exploration_noise``
-    :param replay_buffer_class: default :class:`ExpertReplayBuffer` for Box, SB3's otherwise
+    :param replay_buffer_class: default :class:`ExpertReplayBuffer` for Box, :class:`MaskableReplayBuffer` with
+        action masks, SB3's otherwise
     :param ent_coef: Discrete only: ``alpha``; a float (fixed), or ``"auto_<init>"`` / ``"auto"`` (tuned like
         SAC's, from ``init``; default ``"auto_0.05"``: D2SAC's fixed 0.05 as the starting value, as 1.0 --
         SAC's start -- dwarfs rewards of order 1 for thousands of updates)
@@ -248,11 +266,16 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         with it the Q term is normalised by ``mean |Q|`` (Diffusion-QL)
     :param squash_penalty: Box only: weight of ``mean(x_0^2)``, which keeps the pre-``tanh`` output out of
         the saturated tails (SAC v1's pre-tanh regulariser)
+    :param use_masks: Discrete/MultiDiscrete: ``None`` (default) uses the env's ``action_masks()`` where it has
+        one, ``True`` requires it, ``False`` ignores it (the paper's unmasked D2SAC)
+    :param actor_loss: Discrete/MultiDiscrete: ``"forward_kl"`` (default) or ``"reverse_kl"`` (the paper's; see
+        the module docstring for why it collapses onto a constant action)
     :param actor: ``"diffusion"`` (default) or ``"mlp"`` (the ablation)
     :param denoising_steps: ``N`` of the reverse chain (5; the contract paper uses 10)
     :param beta_schedule: ``"vp"`` (default), ``"linear"`` or ``"cosine"``
     :param hidden_dim: width of every hidden layer (actor and critics)
-    :param clip_denoised: bound of the soft clip on ``x0_hat`` (default 3 for logits, 5 for Box)
+    :param clip_denoised: bound of the soft clip on ``x0_hat`` (default 3 for logits -- not applied to the last
+        step, i.e. the logits themselves are unclipped -- and 5 for Box)
     :param exploration_noise: Box only: std of the Gaussian exploration noise in ``[-1, 1]`` units
     """
 
