@@ -84,6 +84,8 @@ def build_table(records: list[dict]) -> str:
         "Every run is evaluated deterministically on held-out seeds (from `EVAL_SEED`), the same",
         "episodes for every agent and baseline of a section. **Share** = mean objective over those",
         "episodes / mean reference on the same episodes; mean ± 95 % Student-t interval over seeds.",
+        "The objective is in the paper's units (`unscaled_return` where an environment option scales",
+        "the reward); \"mean env reward\" is the reward the agent trained on (scaled where an option says so).",
         "Times are per run (training and evaluation), single-threaded: CPU seconds of the run's",
         "process (what it takes on an idle core) and wall seconds on the project's 2-core machine,",
         "which other work shared (load average in the records).",
@@ -95,7 +97,7 @@ def build_table(records: list[dict]) -> str:
         _, _, ref_name = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
         lines += [f"## {title}", "", f"Reference: {ref_name}.", ""]
         has_violation = any("violation_rate" in r["agent"] for r in recs)
-        head = ["agent", "steps", "n_envs", "seeds", "share of reference", "mean return"]
+        head = ["agent", "steps", "n_envs", "seeds", "share of reference", "mean env reward"]
         if has_violation:
             head.append("violation rate")
         head += ["CPU s / run", "wall s / run", "eval episodes"]
@@ -121,7 +123,7 @@ def build_table(records: list[dict]) -> str:
         latest = recs[-1]
         if latest.get("baselines"):
             lines += ["", f"Baselines on the same {latest['eval_episodes']} episodes:", "",
-                      "| baseline | share of reference | mean return |" + (" violation rate |" if has_violation else ""),
+                      "| baseline | share of reference | mean env reward |" + (" violation rate |" if has_violation else ""),
                       "|---|---|---|" + ("---|" if has_violation else "")]
             for name, summ in latest["baselines"].items():
                 obj, ref, _ = _objective_and_reference(env_id, summ, latest)
