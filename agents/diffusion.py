@@ -479,7 +479,10 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, values in stats.items():
-            self.logger.record(f"train/{key}", float(np.mean(values)))
+            # Tensors (the discrete step's) are averaged on the device: one synchronisation per key
+            # and call instead of one per key and gradient step (matters on CUDA).
+            mean = th.stack(values).mean().item() if isinstance(values[0], th.Tensor) else np.mean(values)
+            self.logger.record(f"train/{key}", float(mean))
 
     @th.no_grad()
     def _soft_update(self) -> None:
@@ -500,7 +503,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
         logp = F.log_softmax(logits, dim=-1)
         return logp, logp.exp(), feasible
 
-    def _train_step_discrete(self, replay_data) -> dict[str, float]:
+    def _train_step_discrete(self, replay_data) -> dict[str, th.Tensor]:
         """One D2SAC update for Discrete (one head) and MultiDiscrete (``D`` heads) spaces.
 
         Factorised policy and critic: ``pi(a|s) = prod_d pi_d(a_d|s)`` and
@@ -561,8 +564,8 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
 
         entropy_per_state = -(probs.detach() * logp.detach()).sum(dim=(-2, -1))  # (B,)
         entropy = entropy_per_state.mean()
-        out = {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
-               "entropy": entropy.item(), "ent_coef": float(alpha)}
+        out = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+               "entropy": entropy, "ent_coef": alpha.reshape(())}
         if self.ent_coef_optimizer is not None:
             # SAC's temperature loss for a discrete policy: alpha grows when H(pi) < target.
             if self.auto_target_entropy and masks is not None:
@@ -573,7 +576,7 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
             self.ent_coef_optimizer.zero_grad(set_to_none=True)
             ent_coef_loss.sum().backward()
             self.ent_coef_optimizer.step()
-            out["ent_coef_loss"] = ent_coef_loss.item()
+            out["ent_coef_loss"] = ent_coef_loss.detach().reshape(())
         return out
 
     def _train_step_box(self, replay_data) -> dict[str, float]:

@@ -440,11 +440,11 @@ def test_masked_target_entropy_and_actor_loss_ignore_infeasible_actions():
         # infeasible next actions with a huge Q change nothing
         model.critic_target.b3.data[:, :, 0] += 1e4
     out = model._train_step_discrete(samples._replace(next_action_masks=next_masks))
-    assert out["critic_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert float(out["critic_loss"]) == pytest.approx(expected.item(), rel=1e-5)
     # every state has exactly one feasible action: probability 1, entropy 0, in the actor loss too
     one = MaskableReplayBufferSamples(*samples[:6], action_masks=next_masks, next_action_masks=next_masks)
     out = model._train_step_discrete(one)
-    assert out["entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert float(out["entropy"]) == pytest.approx(0.0, abs=1e-6)
     actions, _ = model.predict(obs.numpy(), action_masks=next_masks.numpy())
     np.testing.assert_array_equal(actions, only.numpy())
 
