@@ -6,7 +6,8 @@
     python train.py evaluate --algo ppo --model runs/AspSelection-v0/ppo/seed0/model.zip
     python train.py --help
 
-The implementation lives in the installed package (gentwin.cli, gentwin.training).
+The command line is gentwin.cli (one module per subcommand under gentwin/cli/); it calls the
+library (gentwin.training, gentwin.compare, gentwin.sweep, gentwin.rllib).
 """
 
 from gentwin.cli import main

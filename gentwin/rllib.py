@@ -32,7 +32,9 @@ episode's rewards (RLlib's ``episode_return_mean``).  Evaluation runs the
 trained modules greedily on episodes seeded ``eval_seed + i`` (the held-out
 seeds of :mod:`gentwin.evaluation`).
 
-Ray is an optional extra: ``pip install -e ".[ray]"``.
+Ray is an optional extra: ``pip install -e ".[ray]"``.  This module is the
+library (:func:`train_rllib` takes an :class:`RllibConfig`); the ``rllib``
+flags and their parsing are in :mod:`gentwin.cli.rllib`.
 """
 
 from __future__ import annotations
@@ -388,58 +390,3 @@ def restore_algorithm(checkpoint_dir: str | os.PathLike):
         with open(config_file) as f:
             _register(yaml.safe_load(f)["env_id"])
     return Algorithm.from_checkpoint(str(checkpoint_dir.resolve()))
-
-
-# ---------------------------------------------------------------------------
-# Command line (registered in gentwin.cli.COMMANDS as "rllib")
-# ---------------------------------------------------------------------------
-def cmd_rllib(args) -> int:
-    import torch
-
-    from gentwin.cli import _parse_kv
-
-    torch.set_num_threads(1)  # small MLPs: one thread is fastest
-    config = RllibConfig(
-        env_id=args.env, iterations=args.iterations, seed=args.seed,
-        env_kwargs=_parse_kv(args.env_kwarg, "--env-kwarg"), policies=args.policies,
-        train_batch_size=args.train_batch_size, minibatch_size=args.minibatch_size, num_epochs=args.num_epochs,
-        lr=args.lr, gamma=args.gamma, num_env_runners=args.num_env_runners, log_root=args.log_root,
-        eval_episodes=args.eval_episodes,
-    )
-    print(f"RLlib multi-agent PPO ({config.policies} policies) on {config.env_id} for {config.iterations} "
-          f"iterations of {config.train_batch_size} env steps -> {config.run_dir}")
-    result = train_rllib(config, ray_address=args.ray_address)
-    if result.eval_episodes:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"RLlib PPO, {len(result.eval_episodes)} held-out episodes")
-        table.add_column("metric")
-        table.add_column("mean", justify="right")
-        for key, value in result.eval_summary().items():
-            table.add_row(key, f"{value:.4g}")
-        Console(width=120).print(table)
-    print(f"checkpoint: {result.checkpoint_dir}\nTensorBoard: tensorboard --logdir {config.log_root}")
-    return 0
-
-
-def build_rllib_parser(sub) -> None:
-    """Add the ``rllib`` subcommand to the ``train.py`` parser."""
-    p = sub.add_parser("rllib", help="multi-agent PPO with RLlib on a PettingZoo environment")
-    p.add_argument("--env", default="gentwin/TaskOffloading-ma-v0",
-                   help=f"PettingZoo id, one of {sorted(PARALLEL_ENVIRONMENTS)} (default: %(default)s)")
-    p.add_argument("--env-kwarg", action="append", metavar="KEY=VALUE", help="environment parameter; repeatable")
-    p.add_argument("--iterations", type=int, default=20, help="PPO iterations (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policies", choices=POLICY_MODES, default="shared",
-                   help="one policy shared by all agents, or one per agent (default: %(default)s)")
-    p.add_argument("--train-batch-size", type=int, default=2000, help="env steps per iteration (default: %(default)s)")
-    p.add_argument("--minibatch-size", type=int, default=128)
-    p.add_argument("--num-epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--gamma", type=float, default=0.99)
-    p.add_argument("--num-env-runners", type=int, default=0, help="remote sampling actors (0: sample in-process)")
-    p.add_argument("--eval-episodes", type=int, default=8, help="greedy held-out episodes at the end")
-    p.add_argument("--log-root", default="runs", help="TensorBoard/CSV/checkpoint root (default: %(default)s)")
-    p.add_argument("--ray-address", metavar="ADDR", help="attach to a running Ray cluster; default: embedded Ray")
-    p.set_defaults(func=cmd_rllib)

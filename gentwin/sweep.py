@@ -24,7 +24,7 @@ Where things go
   be a path every node can write and the driver can read (a shared file system).
 - Report: ``<results-root>/<Env>/sweep-<UTC timestamp>/report.md`` (one per
   preset in ``<preset>/report.md`` when several), written by
-  :func:`gentwin.compare.write_report` (tables, plots, command, versions) with a
+  :func:`gentwin.report.write_report` (tables, plots, command, versions) with a
   "Sweep" section appended: every trial, its status, node and metrics, and every
   failed trial with its error.  ``sweep.json`` holds the same, machine-readable.
 - Tune's own experiment state: ``<results-root>/<Env>/ray/<experiment>/``.
@@ -35,7 +35,7 @@ A trial that raises is retried up to ``--max-failures`` times (Tune's
 ``FailureConfig``); if it still fails it is printed, listed in the report with
 its error, and the command exits with status 1.  Nothing is dropped silently.
 Rerunning the same command resumes: every trial whose run is already finished
-(:func:`gentwin.compare.is_finished`: eval.json newer than a matching
+(:func:`gentwin.records.is_finished`: eval.json newer than a matching
 config.yaml) reports the stored evaluation instead of training again, so only
 unfinished and failed trials train.  This also reuses runs made by ``compare``
 or ``train`` with the same settings, and works on any cluster (no Tune
@@ -82,6 +82,11 @@ arguments (as in the RL-Zoo YAML files and ``--hp``); sampled values override
 Ray: without ``--ray-address`` an embedded local Ray is started with the
 machine's cores (and stopped at the end); with it the sweep attaches to a
 running cluster (``ray start --head`` ...; see docs/ray.md).
+
+This module is the library (:func:`sweep` takes a
+:class:`~gentwin.training.TrainConfig` and plain arguments); the ``sweep``
+flags and their parsing are in :mod:`gentwin.cli.sweep`.  Runs are planned,
+read and reported with :mod:`gentwin.records` and :mod:`gentwin.report`.
 """
 
 from __future__ import annotations
@@ -91,7 +96,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shlex
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +104,8 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from gentwin.compare import is_finished, load_record, plan_runs, write_report
+from gentwin.records import is_finished, load_record, plan_runs
+from gentwin.report import write_report
 from gentwin.training import TrainConfig, env_dirname
 
 DOMAINS = ("uniform", "loguniform", "quniform", "randint", "lograndint", "choice")
@@ -737,85 +742,3 @@ def _write_reports(out_dir: Path, env_id: str, outcomes: list[TrialOutcome], pre
                    "trials": [{k: v for k, v in dataclasses.asdict(o).items() if k != "config"} for o in outcomes]},
                   f, indent=2, default=str)
     return reports
-
-
-# ---------------------------------------------------------------------------
-# Command line (registered in gentwin.cli.COMMANDS as "sweep")
-# ---------------------------------------------------------------------------
-def _split(text: str | None, flag: str) -> list[str]:
-    items = [t.strip() for t in (text or "").split(",") if t.strip()]
-    if text is not None and not items:
-        raise SystemExit(f"{flag} {text!r} is invalid: expected a comma-separated list")
-    return items
-
-
-def _canonical_command(args, algos: list[str], seeds: list[int]) -> str:
-    """The sweep command with every option explicit."""
-    parts = ["python", "train.py", "sweep", "--env", args.env, "--algos", ",".join(algos),
-             "--seeds", ",".join(map(str, seeds)), "--timesteps", str(args.timesteps), "--n-envs", str(args.n_envs),
-             "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
-             "--baselines", args.baselines, "--log-root", args.log_root, "--results-root", args.results_root,
-             "--cpus-per-trial", str(args.cpus_per_trial), "--gpus-per-trial", str(args.gpus_per_trial),
-             "--max-failures", str(args.max_failures),
-             "--device", args.device]
-    for flag, value in (("--presets", args.presets), ("--search-space", args.search_space),
-                        ("--num-samples", args.num_samples), ("--ray-address", args.ray_address),
-                        ("--hyperparams", args.hyperparams)):
-        if value is not None:
-            parts += [flag, str(value)]
-    for kv in args.env_kwarg or []:
-        parts += ["--env-kwarg", kv]
-    for kv in args.hp or []:
-        parts += ["--hp", kv]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def cmd_sweep(args) -> int:
-    from gentwin.cli import _config_from_args
-
-    algos = _split(args.algos, "--algos")
-    try:
-        seeds = [int(s) for s in _split(args.seeds, "--seeds")]
-    except ValueError:
-        raise SystemExit(f"--seeds {args.seeds!r} is invalid: expected comma-separated integers") from None
-    base = _config_from_args(args, algos[0], seeds[0])
-    if args.baselines.strip().lower() == "none":
-        base = dataclasses.replace(base, baselines=[])
-    elif args.baselines.strip().lower() != "all":
-        base = dataclasses.replace(base, baselines=_split(args.baselines, "--baselines"))
-    result = sweep(
-        args.env, algos, seeds, base,
-        presets=_split(args.presets, "--presets") if args.presets else None,
-        search_space=args.search_space, num_samples=args.num_samples, ray_address=args.ray_address,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-        results_root=args.results_root,
-        command=_canonical_command(args, algos, seeds),
-        hyperparams_file=args.hyperparams, verbose=0 if args.no_progress else 1,
-    )
-    print(f"{len(result.succeeded)} trial(s) finished, {len(result.failed)} failed")
-    for report in result.reports:
-        print(f"report: {report}")
-    print(f"TensorBoard: tensorboard --logdir {Path(base.log_root).resolve()}")
-    return 1 if result.failed else 0
-
-
-def build_sweep_parser(sub) -> None:
-    """Add the ``sweep`` subcommand to the ``train.py`` parser."""
-    from gentwin.cli import add_run_arguments
-
-    p = sub.add_parser("sweep", help="algorithms x seeds x presets x hyperparameters as Ray Tune trials")
-    add_run_arguments(p)
-    p.add_argument("--algos", default="ppo,maskable_ppo", help="comma-separated algorithms (default: %(default)s)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
-    p.add_argument("--presets", help="comma-separated parameter presets of the environment (env kwarg params)")
-    p.add_argument("--baselines", default="all", help="'all', 'none' or comma-separated baseline names")
-    p.add_argument("--search-space", metavar="FILE", help="YAML hyperparameter search space (see docs/ray.md)")
-    p.add_argument("--num-samples", type=int, help="configurations per (algorithm, preset) in a search")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="attach to a running Ray cluster (HOST:PORT); default: start an embedded local Ray")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved by each trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs reserved by each trial (default: 0; use with --device cuda or auto)")
-    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial (default: 1)")
-    p.add_argument("--results-root", default="results", help="report root (default: %(default)s)")
-    p.set_defaults(func=cmd_sweep)

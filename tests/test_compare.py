@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gentwin.cli.compare import build_compare_parser, cmd_compare
 from gentwin.compare import (
-    build_compare_parser,
     check_algorithms,
-    cmd_compare,
     is_finished,
     load_record,
     plan_runs,

@@ -6,21 +6,52 @@ the baselines.  Subcommands::
 
     train.py [train] --env ID --algo NAME --timesteps N --n-envs B --seed S
     train.py evaluate --env ID --algo NAME --model runs/.../model.zip
+
+Layout: everything ``argparse`` is in this package, which imports the library
+(:mod:`gentwin.training`, :mod:`gentwin.evaluation`, :mod:`gentwin.compare`,
+:mod:`gentwin.sweep`, :mod:`gentwin.rllib`) and is imported by none of it.
+
+- this module: the run flags shared by train, compare and sweep
+  (:func:`add_run_arguments`), their translation into a
+  :class:`~gentwin.training.TrainConfig` (:func:`resolve_run_keys`,
+  :func:`config_from_args`), small parsing helpers (:func:`parse_kv`,
+  :func:`split_list`, :func:`command_line`), the ``train`` and ``evaluate``
+  subcommands, and :func:`build_parser` / :func:`main`;
+- :mod:`gentwin.cli.compare`, :mod:`gentwin.cli.sweep`,
+  :mod:`gentwin.cli.rllib`: one subcommand each (its flags and ``cmd_*``).
+
+The subcommand modules import the shared flags from here; :data:`COMMANDS`
+names them as ``module:function`` and :func:`build_parser` imports them, so ``import
+gentwin.cli`` alone loads none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+#: the ``train.py --help`` description
+DESCRIPTION = """\
+Command line of gentwin (``python train.py ...`` or ``gentwin-train ...``).
+
+``python train.py`` with no arguments is the embedded default: a short
+MaskablePPO run on AspSelection-v0 that ends with a table of the agent against
+the baselines.  Subcommands::
+
+    train.py [train] --env ID --algo NAME --timesteps N --n-envs B --seed S
+    train.py evaluate --env ID --algo NAME --model runs/.../model.zip
+"""
 
 DEFAULT_ENV = "gentwin/AspSelection-v0"
 DEFAULT_ALGO = "maskable_ppo"
 DEFAULT_TIMESTEPS = 60_000
 
 
-def _parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+def parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """``key=value`` pairs, values parsed as YAML scalars (``lr=3e-4`` -> float)."""
     import yaml
 
@@ -31,6 +62,34 @@ def _parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
         key, value = item.split("=", 1)
         out[key] = yaml.safe_load(value)
     return out
+
+
+#: the old private name (``benchmarks/reproduce.py`` and older scripts import it)
+_parse_kv = parse_kv
+
+
+def split_list(text: str | None, flag: str) -> list[str]:
+    """A comma-separated flag value as a list (``None``: the flag was not given, ``[]``)."""
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if text is not None and not items:
+        raise SystemExit(f"{flag} {text!r} is invalid: expected a comma-separated list")
+    return items
+
+
+def command_line(subcommand: str, options: Sequence[tuple[str, Any]]) -> str:
+    """``python train.py SUBCOMMAND`` with ``options`` spelled out, shell-quoted.
+
+    Each option is ``(flag, value)``: ``None`` leaves the flag out, a list repeats
+    it once per item, anything else is written with ``str``.  Used for the
+    report's command, which reproduces the run whatever the defaults.
+    """
+    parts = ["python", "train.py", subcommand]
+    for flag, value in options:
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            parts += [flag, str(item)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, run_keys_from_hyperparams: bool = False) -> None:
@@ -79,11 +138,12 @@ def resolve_run_keys(args: argparse.Namespace, algo: str) -> tuple[int, int, dic
     file_env_kwargs = run.get("env_kwargs") or {}
     if not isinstance(file_env_kwargs, dict):
         raise SystemExit(f"env_kwargs = {file_env_kwargs!r} in the hyperparameter file is invalid: expected a mapping")
-    env_kwargs = {**file_env_kwargs, **_parse_kv(args.env_kwarg, "--env-kwarg")}
+    env_kwargs = {**file_env_kwargs, **parse_kv(args.env_kwarg, "--env-kwarg")}
     return timesteps, n_envs, env_kwargs
 
 
-def _config_from_args(args: argparse.Namespace, algo: str, seed: int):
+def config_from_args(args: argparse.Namespace, algo: str, seed: int):
+    """The :class:`~gentwin.training.TrainConfig` of the run flags (:func:`add_run_arguments`) for ``algo``, ``seed``."""
     from gentwin.training import TrainConfig
 
     timesteps, n_envs, env_kwargs = resolve_run_keys(args, algo)
@@ -94,13 +154,17 @@ def _config_from_args(args: argparse.Namespace, algo: str, seed: int):
         n_envs=n_envs,
         seed=seed,
         env_kwargs=env_kwargs,
-        hyperparams=_parse_kv(args.hp, "--hp"),
+        hyperparams=parse_kv(args.hp, "--hp"),
         log_root=args.log_root,
         eval_freq=args.eval_freq,
         eval_episodes=args.eval_episodes,
         device=args.device,
         progress_bar=not args.no_progress,
     )
+
+
+#: the old private name
+_config_from_args = config_from_args
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -132,7 +196,7 @@ def print_bound(bound: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from gentwin.training import train
 
-    config = _config_from_args(args, args.algo, args.seed)
+    config = config_from_args(args, args.algo, args.seed)
     print(f"training {config.algo} on {config.env_id} for {config.timesteps} steps "
           f"(B={config.n_envs}, seed={config.seed}) -> {config.run_dir}")
     result = train(config, hyperparams_file=args.hyperparams)
@@ -166,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gentwin.training import TrainConfig, comparison_rows, evaluate, evaluate_baselines, load_model
 
     config = TrainConfig(env_id=args.env, algo=args.algo, eval_episodes=args.eval_episodes,
-                         env_kwargs={**_saved_env_kwargs(args.model), **_parse_kv(args.env_kwarg, "--env-kwarg")},
+                         env_kwargs={**_saved_env_kwargs(args.model), **parse_kv(args.env_kwarg, "--env-kwarg")},
                          baselines="all" if args.baselines else [])
     model = load_model(args.algo, args.model, device=args.device)
     results = {args.algo: evaluate(model, config)}
@@ -197,21 +261,24 @@ def _build_evaluate_parser(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-#: subcommand name -> function adding its parser; later features append here.
-COMMANDS: dict[str, Callable] = {
+#: subcommand name -> function adding its parser, or ``"module:function"`` naming one
+COMMANDS: dict[str, Callable | str] = {
     "train": _build_train_parser,
     "evaluate": _build_evaluate_parser,
-    "compare": lambda sub: __import__("gentwin.compare", fromlist=["_"]).build_compare_parser(sub),
-    "sweep": lambda sub: __import__("gentwin.sweep", fromlist=["_"]).build_sweep_parser(sub),
-    "rllib": lambda sub: __import__("gentwin.rllib", fromlist=["_"]).build_rllib_parser(sub),
+    "compare": "gentwin.cli.compare:build_compare_parser",
+    "sweep": "gentwin.cli.sweep:build_sweep_parser",
+    "rllib": "gentwin.cli.rllib:build_rllib_parser",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="train.py", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     for build in COMMANDS.values():
+        if isinstance(build, str):
+            module, _, name = build.partition(":")
+            build = getattr(importlib.import_module(module), name)
         build(sub)
     return parser
 
