@@ -477,3 +477,77 @@ def test_supersuit_parameter_sharing_trains_with_sb3():
     assert model.num_timesteps >= 288
     action, _ = model.predict(venv.reset())
     assert action.shape == (6, 22)
+
+
+# ---------------------------------------------------------------------------
+# Hindsight references (issue 15)
+# ---------------------------------------------------------------------------
+def _run_episode(kernel, policy_cls, seed=0):
+    """Return per instance of a baseline on an already reset kernel."""
+    policy = policy_cls(kernel, seed=seed)
+    total = np.zeros(kernel.num_envs)
+    for _ in range(kernel.params.num_slots):
+        actions, _ = policy.predict(kernel.observe())
+        _, reward, _, _, _ = kernel.step(actions)
+        total += reward
+    return total
+
+
+def test_edge_cost_lower_bound_is_below_every_context():
+    from gentwin.baselines.model_caching import edge_cost_lower_bound
+
+    k = ModelCachingKernel("paper", 1)
+    lower = edge_cost_lower_bound(k)
+    for K in np.linspace(0.0, 64.0, 513):
+        infer, acc, uplink = k.edge_cost_per_request(np.full(k.num_models, K))
+        assert np.all(infer + acc + uplink >= lower - 1e-12)
+
+
+def test_hindsight_lp_bound_is_above_the_brute_force_optimum_on_a_tiny_instance():
+    """3 models, 3 slots: the exact optimum over all 3^9 action sequences is never above the bound."""
+    import itertools
+
+    from gentwin.baselines.model_caching import hindsight_lp_bound
+
+    params = ModelCachingParams(models=("gpt3-13b/translation", "uniformer-s/image-cls", "clip-vit-h14/classification"),
+                                num_slots=3, gpu_memory_gb=30.0, arrival_rate_per_slot=6.0)
+    for seed in range(3):
+        one = ModelCachingKernel(params, 1)
+        one.reset(seed=seed)
+        bound = hindsight_lp_bound(one, 0)
+        joint = np.array(list(itertools.product(range(3), repeat=9))).reshape(-1, 3, 3)  # (n, slot, model)
+        k = ModelCachingKernel(params, len(joint))
+        k.reset(seed=0)
+        k.arrivals[:] = one.arrivals[0]
+        total = np.zeros(len(joint))
+        for t in range(3):
+            _, reward, _, _, _ = k.step(joint[:, t])
+            total += reward
+        assert total.max() <= bound
+        assert total.max() >= bound - 0.5 * abs(bound)  # and it is not vacuous
+
+
+@pytest.mark.parametrize("preset, overrides", [("paper", {"num_slots": 20}), ("cooperative", {"num_slots": 10})])
+def test_no_baseline_or_random_policy_beats_the_hindsight_bound(preset, overrides):
+    from gentwin.baselines.model_caching import BOUND, hindsight_lp_bound
+
+    import dataclasses
+
+    from gentwin.envs.model_caching import PRESETS
+
+    k = ModelCachingKernel(dataclasses.replace(PRESETS[preset], **overrides), 4)
+    k.reset(seed=123)
+    bound = np.array([hindsight_lp_bound(k, i) for i in range(4)])
+    np.testing.assert_allclose(BOUND.value(k), bound)
+    arrivals = k.arrivals.copy()
+    best = np.full(4, -np.inf)
+    for cls in BASELINES.values():  # hindsight included
+        k.reset(seed=123)
+        np.testing.assert_array_equal(k.arrivals, arrivals)
+        ret = _run_episode(k, cls)
+        assert np.all(ret <= bound), cls.name
+        best = np.maximum(best, ret)
+    for seed in range(8):  # random caching decisions (random search over the option space)
+        k.reset(seed=123)
+        assert np.all(_run_episode(k, RandomPolicy, seed=seed) <= bound)
+    assert np.all(best >= bound - 0.2 * np.abs(bound))  # the bound is within 20 % of the best policy
