@@ -13,10 +13,19 @@ positions, queues and channels a network twin mirrors), so they set
 
 ``BASELINES`` holds the five rules; the enumeration is in ``EXACT_BASELINES``
 because it cannot be built for the default preset (train.py evaluates every
-entry of ``BASELINES``).  ``BOUND`` is ``None``: the enumeration exists only for ``U <= 4``
-devices (the ``small`` preset) and not for the default ``medium`` preset, and
-even there it is the optimum of *one slot* (it ignores how today's placements
-delay tomorrow's tasks), not a bound on the episode return.
+entry of ``BASELINES``).  The enumeration exists only for ``U <= 4`` devices (the
+``small`` preset), and even there it is the optimum of *one slot* (it ignores how
+today's placements delay tomorrow's tasks), not a bound on the episode return.
+
+Multi-slot references (issue 15), functions of the freshly reset kernel (the
+episode's tasks, positions and fading are drawn at reset), both **certified** upper
+bounds on the episode return (proofs in their docstrings), neither attained by a
+policy in general:
+
+* :func:`contention_free_bound`: every task and twin at its contention-free best;
+* :func:`fluid_lp_bound` (``BOUND``): the same costs in an LP with the device and edge
+  CPUs' capacities over deadline windows -- tighter, and still loose under load, as
+  it leaves out shared bands and queueing delay (docs/task_offloading.md has the gaps).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import itertools
 
 import numpy as np
 
-from gentwin.baselines.base import Baseline
+from gentwin.baselines.base import CERTIFIED_UPPER_BOUND, Baseline, Bound
 from gentwin.envs.task_offloading import TaskOffloadingKernel, uplink_rate_bps
 
 #: The enumeration is exact but costs (E + 2)^U evaluations per slot.
@@ -180,6 +189,166 @@ class OneSlotOptimumPolicy(_OffloadingBaseline):
         return np.stack(rows)
 
 
+# ---------------------------------------------------------------------------
+# Multi-slot reference (issue 15): a certified bound over the whole episode
+# ---------------------------------------------------------------------------
+def contention_free_costs(kernel, instance: int) -> dict[str, np.ndarray]:
+    """Per task and placement, the cost no policy can undercut, from the episode's known data.
+
+    Returns ``(T, U, E + 2)`` arrays ``latency`` and ``cost`` (``w_latency * latency +
+    w_energy * energy``, ``inf`` where even a contention-free placement misses the
+    deadline or the edge is out of reach), ``(T, U)`` arrays ``present``, ``cycles`` and
+    ``twin_age`` (a lower bound on each twin's age at the end of each slot).
+
+    Contention-free means empty queues and the whole band of the edge: latency local
+    ``C / f_dev``; edge ``j`` (reachable) ``L / r_j + C / f_edge``; cloud ``L / r_nearest +
+    backhaul + C / f_cloud``, with ``r`` the Shannon rate over the full band -- the most a
+    device gets, as the rate grows with its share ``W / n`` -- and energy ``kappa f_dev^2 C``
+    locally, ``P L / r`` offloaded.  Waiting only adds latency; a dropped task pays
+    ``w_drop`` plus any energy spent.  The twin age at the end of slot ``t`` is at least
+    ``end_t - g``, ``g`` the newest generation time of an update task whose contention-free
+    completion is due by then (0 if none): no policy refreshes a twin earlier.  Positions,
+    fading and tasks are all drawn at reset, so this is a function of the reset kernel.
+    """
+    from gentwin.envs.task_offloading import path_gain, uplink_rate_bps
+
+    k, p = kernel, kernel.params
+    i = instance
+    T, U, E = p.episode_slots, p.num_devices, p.num_edges
+    pos = k.position_m[i].astype(np.float64)  # (T, U, 2), the kernel's own arithmetic
+    dx = pos[:, :, 0, None] - k.edge_pos_m[:, 0]
+    dy = pos[:, :, 1, None] - k.edge_pos_m[:, 1]
+    distance = np.sqrt(dx * dx + dy * dy)  # (T, U, E)
+    nearest = np.argmin(distance, axis=2)
+    reachable = (distance <= p.coverage_radius_m) | (np.arange(E) == nearest[..., None])
+    gain = path_gain(distance, p) * k.fading[i].astype(np.float64)
+    upload = k.task_bits[i][..., None] / uplink_rate_bps(p.edge_bandwidth_hz, gain, p)  # (T, U, E)
+    cycles = k.task_cycles[i]
+    lat = np.empty((T, U, E + 2))
+    energy = np.empty((T, U, E + 2))
+    lat[..., 0] = cycles / p.device_cpu_hz
+    energy[..., 0] = p.kappa * p.device_cpu_hz**2 * cycles
+    lat[..., 1:E + 1] = np.where(reachable, upload + (cycles / p.edge_cpu_hz)[..., None], np.inf)
+    energy[..., 1:E + 1] = k.tx_power_w * upload
+    up_near = np.take_along_axis(upload, nearest[..., None], axis=2)[..., 0]
+    lat[..., E + 1] = up_near + p.cloud_backhaul_s + cycles / p.cloud_cpu_hz
+    energy[..., E + 1] = k.tx_power_w * up_near
+    # a hair of slack on the deadline test: rounding must not exclude a feasible placement
+    meets = lat <= p.deadline_s * (1.0 + 1e-12)
+    cost = np.where(meets, p.w_latency * lat + p.w_energy * energy, np.inf)
+    present = k.task_present[i]
+    best_lat = np.where(meets, lat, np.inf).min(axis=2)
+    gen = np.arange(T)[:, None] * p.slot_s
+    due = np.where(present & k.task_update[i], gen + best_lat, np.inf)  # (T, U)
+    end = (np.arange(T) + 1) * p.slot_s
+    fresh = np.zeros((T, U))
+    newest = np.zeros(U)
+    for t in range(T):  # updates generated by slot t and due by its end
+        due_now = due[: t + 1] <= end[t] + 1e-12
+        newest = np.maximum(newest, np.where(due_now, gen[: t + 1], 0.0).max(axis=0))
+        fresh[t] = newest
+    return {"latency": lat, "cost": cost, "present": present, "cycles": cycles,
+            "twin_age": end[:, None] - fresh}
+
+
+def contention_free_bound(kernel, instance: int) -> float:
+    """Certified upper bound on the return: every cost term at its :func:`contention_free_costs` minimum.
+
+    The return is minus the sum over slots of the mean over devices of the costs; the minimum
+    of a sum is at least the sum of the minima.  Loose where load is high (it ignores shared
+    bands and queues); :func:`fluid_lp_bound` adds the CPUs' capacities.
+    """
+    p = kernel.params
+    c = contention_free_costs(kernel, instance)
+    task = np.where(c["present"], np.minimum(p.w_drop, c["cost"].min(axis=2)), 0.0)
+    total = (task + p.w_age * c["twin_age"]).sum() / p.num_devices
+    return -(total + 1e-9 * (1.0 + abs(total)))
+
+
+#: Window lengths (slots) of the capacity constraints of :func:`fluid_lp_bound`; any subset
+#: of the valid windows keeps the relaxation valid, these keep the LP small.
+FLUID_WINDOWS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
+
+
+def fluid_lp_bound(kernel, instance: int) -> float:
+    """Certified upper bound on the return: a fluid LP relaxation with the CPUs' capacities.
+
+    Each task (slot ``t``, device ``u``) is split fractionally, ``sum_p w[p] + w_drop = 1``,
+    over the placements that can meet its deadline, at the costs of
+    :func:`contention_free_costs` (``w_drop`` per dropped task).  A completed task that
+    arrives in slot ``t`` is computed inside ``[t slot, t slot + deadline]``, so the tasks
+    of slots ``a .. b`` completed on one CPU need at most its speed times
+    ``(b - a) slot + deadline``: one constraint per edge CPU and per device CPU and window
+    (lengths :data:`FLUID_WINDOWS`).  Every policy's placements (dropped tasks counted as
+    drops) are a feasible point, with costs at least the LP's, and the twin-age terms are
+    bounded separately (minimum of a sum >= sum of minima); the cloud has no queue.  The
+    value used is the smaller of HiGHS's primal and dual objectives (weak duality) minus
+    ``1e-7 (1 + |value|)``.  Still left out: shared bands, queueing delay, one radio per device.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    p = kernel.params
+    c = contention_free_costs(kernel, instance)
+    T, U, E = p.episode_slots, p.num_devices, p.num_edges
+    P = E + 2
+    ts, us = np.nonzero(c["present"])
+    n_tasks = ts.size
+    age = p.w_age * c["twin_age"].sum()
+    if n_tasks == 0:
+        return -(age / U)
+    cost = c["cost"][ts, us]  # (K, P)
+    feasible = np.isfinite(cost)
+    kk, pp = np.nonzero(feasible)  # one variable per feasible (task, placement), then one drop each
+    n_var = kk.size + n_tasks
+    obj = np.concatenate([cost[kk, pp], np.full(n_tasks, p.w_drop)])
+    a_eq = coo_matrix((np.ones(n_var), (np.concatenate([kk, np.arange(n_tasks)]), np.arange(n_var))),
+                      shape=(n_tasks, n_var))
+    rows, cols, vals, rhs = [], [], [], []
+    row = 0
+    work = c["cycles"][ts[kk], us[kk]]
+    slot_of = ts[kk]
+    # CPUs: device u's own (placement 0) and edge j's (placement j + 1)
+    cpus = [(pp == 0) & (us[kk] == u) for u in range(U)] + [pp == j + 1 for j in range(E)]
+    speeds = [p.device_cpu_hz] * U + [p.edge_cpu_hz] * E
+    for on_cpu, speed in zip(cpus, speeds):
+        idx = np.flatnonzero(on_cpu)
+        if idx.size == 0:
+            continue
+        for length in FLUID_WINDOWS:
+            if length > T:
+                break
+            for a in range(T - length + 1):
+                sel = idx[(slot_of[idx] >= a) & (slot_of[idx] < a + length)]
+                if sel.size < 2:  # one task alone always fits its own deadline window
+                    continue
+                rows.append(np.full(sel.size, row))
+                cols.append(sel)
+                vals.append(work[sel])
+                rhs.append(speed * ((length - 1) * p.slot_s + p.deadline_s))
+                row += 1
+    if row:
+        a_ub = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(row, n_var)).tocsr()
+        b_ub = np.asarray(rhs)
+    else:
+        a_ub, b_ub = None, None
+    res = linprog(obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=np.ones(n_tasks), bounds=(0.0, 1.0),
+                  method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"fluid LP of instance {instance} failed: {res.message}")
+    dual = float(np.ones(n_tasks) @ res.eqlin.marginals + np.ones(n_var) @ res.upper.marginals)
+    if b_ub is not None:
+        dual += float(b_ub @ res.ineqlin.marginals)
+    value = min(float(res.fun), dual)
+    total = (value + age) / U
+    return -(total + 1e-7 * (1.0 + abs(total)))
+
+
+def _fluid_values(kernel) -> np.ndarray:
+    return np.array([fluid_lp_bound(kernel, i) for i in range(kernel.num_envs)])
+
+
 #: The rules that apply to every preset (train.py evaluates all of them).
 BASELINES = {
     cls.name: cls
@@ -188,6 +357,13 @@ BASELINES = {
 #: Exact per-slot optimum, only for ``num_devices <= 4`` (e.g. ``params="small"``);
 #: kept out of ``BASELINES`` because it cannot be built for the default preset.
 EXACT_BASELINES = {OneSlotOptimumPolicy.name: OneSlotOptimumPolicy}
-#: No exact optimum or certified bound of the episode return (the one-slot optimum is
-#: exact per slot only, and only for U <= 4); see the module docstring.  No share is reported.
-BOUND = None
+#: Certified upper bound on the episode return: the fluid LP relaxation over the episode's known
+#: tasks, positions and fading (:func:`fluid_lp_bound`; the one-slot optimum is exact per slot only).
+#: Returns are negative: "share of bound" = mean return / mean bound is a cost ratio >= 1.
+BOUND = Bound(
+    name="fluid_lp",
+    kind=CERTIFIED_UPPER_BOUND,
+    value=_fluid_values,
+    description=("LP relaxation knowing the episode: contention-free costs per placement, CPU capacities "
+                 "over deadline windows, twin age at its earliest refresh; certified by weak duality"),
+)

@@ -415,7 +415,8 @@ def test_baselines_respect_masks_and_their_rules():
     assert (BASELINES["all_local"](venv).predict(obs)[0] == 0).all()
     assert (BASELINES["all_cloud"](venv).predict(obs)[0] == 4).all()
     assert (BASELINES["all_nearest_edge"](venv).predict(obs)[0] == link["nearest"] + 1).all()
-    assert BOUND is None  # the enumeration does not fit the default preset
+    # the enumeration does not fit the default preset; the episode's reference is the fluid LP bound
+    assert BOUND.name == "fluid_lp" and BOUND.kind == "certified upper bound"
 
 
 def test_greedy_beats_fixed_rules_over_seeds():
@@ -492,3 +493,61 @@ def test_bad_actions_raise():
     par.reset(seed=0)
     with pytest.raises(InvalidActionError, match="missing"):
         par.step({"device_0": 0})
+
+
+# ---------------------------------------------------------------------------
+# Multi-slot references (issue 15)
+# ---------------------------------------------------------------------------
+def _episode_return(kernel, policy):
+    total = np.zeros(kernel.num_envs)
+    for _ in range(kernel.params.episode_slots):
+        actions, _ = policy.predict(kernel.observe())
+        _, reward, _, _, _ = kernel.step(actions)
+        total += reward
+    return total
+
+
+def test_fluid_bound_is_above_the_brute_force_optimum_of_tiny_episodes():
+    """U = 2 devices, E = 1 edge, 3 slots: every one of the 3^6 placement sequences (the episode
+    is deterministic after reset, so open-loop sequences include the optimum)."""
+    import itertools
+
+    from gentwin.baselines.task_offloading import contention_free_bound, fluid_lp_bound
+
+    params = TaskOffloadingParams(num_devices=2, num_edges=1, episode_slots=3, task_arrival_prob=0.9,
+                                  area_m=300.0, edge_cpu_hz=4e9)
+    joint = np.array(list(itertools.product(range(3), repeat=6))).reshape(-1, 3, 2)  # (n, slot, device)
+    for seed in range(4):
+        k = TaskOffloadingKernel(params, 1)
+        k.reset(seed=seed)
+        fluid, free = fluid_lp_bound(k, 0), contention_free_bound(k, 0)
+        clone = k.clone_instance(0, len(joint))
+        total = np.zeros(len(joint))
+        for t in range(3):
+            _, reward, _, _, _ = clone.step(joint[:, t])
+            total += reward
+        assert total.max() <= fluid <= free + 1e-9
+        assert total.max() >= 1.5 * fluid  # not vacuous (returns are negative)
+
+
+@pytest.mark.parametrize("preset, overrides", [("small", {"episode_slots": 30}), ("medium", {"episode_slots": 20})])
+def test_no_baseline_beats_the_multi_slot_bounds(preset, overrides):
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import BASELINES, BOUND, EXACT_BASELINES, contention_free_bound
+    from gentwin.envs.task_offloading import PRESETS
+
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS[preset], **overrides), 3)
+    k.reset(seed=7)
+    fluid = BOUND.value(k)
+    free = np.array([contention_free_bound(k, i) for i in range(3)])
+    assert np.all(fluid <= free + 1e-9)
+    policies = dict(BASELINES)
+    if k.params.num_devices <= 4:
+        policies.update(EXACT_BASELINES)
+    for name, cls in policies.items():
+        k.reset(seed=7)
+        assert np.all(_episode_return(k, cls(k, seed=0)) <= fluid), name
+    for seed in range(6):  # random search over feasible placements
+        k.reset(seed=7)
+        assert np.all(_episode_return(k, BASELINES["random"](k, seed=seed)) <= fluid)
