@@ -182,7 +182,7 @@ class _RisIsacBaseline(Baseline):
         user precoders being the mode's closed form on the twin (what that action can
         express), so a baseline's value there differs from its raw-mode value.
         """
-        if self.params.action_mode == "phases":
+        if self.params.action_mode != "raw":
             return design_to_phase_action(self.params, precoder, theta)
         return design_to_action(self.params, precoder, theta)
 
@@ -453,7 +453,7 @@ class PerfectCSIReference(AlternatingOptimisation):
 
     def act(self, obs):
         actions = self.design_actions(*self.channels(obs))
-        if self.params.action_mode == "phases":
+        if self.params.action_mode != "raw":
             return self.to_action(*action_to_design(self.params, actions)[:2])
         return actions
 

@@ -150,6 +150,15 @@ design is scored on the true channel).  :func:`phase_action_to_design`:
   this mode, so their values there differ from the raw mode's; measured in
   docs/ris_isac.md).
 
+``action_mode="steering"``: ``Box(-1, 1, (2 + K,), float32)``, as ``"phases"``
+but the phases are a linear profile, ``theta_n = pi (n a_0 + a_1)``
+(:func:`steering_phases`: the surface steers one beam, a continuous
+DFT-codebook beam; every linear profile modulo ``2 pi`` has ``a_0`` in
+``[-1, 1]``), and ``a[2:]`` are the users' power weights.  Two numbers
+instead of ``N`` for the surface; designs it cannot express: non-linear
+phase profiles.  :func:`design_to_phase_action` maps a design's phases to the
+closest linear profile.
+
 Observation Space
 -----------------
 ``Box(-inf, inf, (2 (N M + K N + K M) + 3,), float32)``, the twin's state,
@@ -219,19 +228,21 @@ overrides go as keyword arguments (``num_ris_elements=32``).  Presets:
 * ``nlos_target``: target visible only via the RIS (``target_via_ris``).
 * ``no_ris``: the RIS is absent (reference system).
 
-Options that make the problem learnable (see Action Space, Observation Space
-and Rewards; they combine with every preset), e.g. ``gym.make(id,
+Options meant to make the problem easier to learn (see Action Space,
+Observation Space and Rewards; what they give is measured in docs/ris_isac.md;
+they combine with every preset), e.g. ``gym.make(id,
 action_mode="phases", observation_mode="cascade", reward_scale="per_user")``;
 any other value raises ``ValueError`` naming the field:
 
 =====================  ==========================================  ==========================================
 field                  values (default first)                      what it changes
 =====================  ==========================================  ==========================================
-``action_mode``        ``"raw"``, ``"phases"``                     all precoders and phases, or phases and
-                                                                   users' power shares with closed-form
-                                                                   precoders
-``precoder``           ``"sensing_mmse"``, ``"rzf"``, ``"zf"``,    the closed form of ``action_mode="phases"``
-                       ``"mrt"``                                   (another value with ``"raw"`` is an error)
+``action_mode``        ``"raw"``, ``"phases"``, ``"steering"``     all precoders and phases; or phases (all
+                                                                   N, or a linear profile) and users' power
+                                                                   shares with closed-form precoders
+``precoder``           ``"sensing_mmse"``, ``"rzf"``, ``"zf"``,    the closed form of ``"phases"`` and
+                       ``"mrt"``                                   ``"steering"`` (another value with ``"raw"``
+                                                                   is an error)
 ``observation_mode``   ``"channels"``, ``"cascade"``               twin's G, H_r, H_d, or G, the cascaded
                                                                    channels diag(h_r,k) G and H_d
 ``reward_scale``       ``"none"``, ``"per_user"``                  reward divided by ``num_users``
@@ -293,6 +304,7 @@ __all__ = [
     "sensing_row",
     "sinr",
     "slot_reward",
+    "steering_phases",
     "steering_vector",
     "user_power_shares",
 ]
@@ -301,7 +313,7 @@ SPEED_OF_LIGHT_MPS = 299_792_458.0
 #: Relative tolerance of the sensing check (``g < Gamma (1 - tol)`` is a violation).
 SENSING_TOLERANCE = 1e-9
 #: Options (default first); see the module docstring, section Arguments.
-ACTION_MODES = ("raw", "phases")
+ACTION_MODES = ("raw", "phases", "steering")
 PRECODERS = ("sensing_mmse", "rzf", "zf", "mrt")
 OBSERVATION_MODES = ("channels", "cascade")
 REWARD_SCALES = ("none", "per_user")
@@ -388,10 +400,10 @@ class RisIsacParams:
         check_field(self, "twin_sync_period_slots", low=1, high=100_000, integer=True)
         check_choice(self, "action_mode", ACTION_MODES)
         check_choice(self, "precoder", PRECODERS)
-        if self.precoder != PRECODERS[0] and self.action_mode != "phases":
+        if self.precoder != PRECODERS[0] and self.action_mode == "raw":
             raise ValueError(
                 f"RisIsacParams.precoder = {self.precoder!r} is invalid with action_mode = "
-                f"{self.action_mode!r}: the closed-form precoder applies to action_mode='phases' only"
+                f"{self.action_mode!r}: the closed-form precoder applies to action_mode='phases' or 'steering' only"
             )
         check_choice(self, "observation_mode", OBSERVATION_MODES)
         check_choice(self, "reward_scale", REWARD_SCALES)
@@ -450,6 +462,8 @@ class RisIsacParams:
     def action_dim(self) -> int:
         if self.action_mode == "phases":
             return self.num_ris_elements + self.num_users
+        if self.action_mode == "steering":
+            return 2 + self.num_users
         return 2 * self.num_bs_antennas * self.num_streams + self.num_ris_elements
 
     @property
@@ -676,18 +690,35 @@ def user_power_shares(actions_users: np.ndarray) -> np.ndarray:
     return np.where(total > 0.0, weight / np.maximum(total, 1e-300), 1.0 / K)
 
 
+def steering_phases(params: RisIsacParams, slope, offset) -> np.ndarray:
+    """Linear RIS phase profile ``theta_n = pi (n slope + offset)`` ``(..., N)`` (``slope, offset in [-1, 1]``).
+
+    Every linear profile modulo ``2 pi`` has a slope in ``[-1, 1]``: the beam the
+    surface steers from the BS to one direction (a DFT-codebook beam, continuous).
+    """
+    n = np.arange(params.num_ris_elements)
+    return np.pi * (np.asarray(slope)[..., None] * n + np.asarray(offset)[..., None])
+
+
+def _phases_of(params: RisIsacParams, a: np.ndarray) -> tuple[np.ndarray, int]:
+    """RIS phases of an action (``"phases"`` or ``"steering"``) and where its user weights start."""
+    if params.action_mode == "steering":
+        return steering_phases(params, a[..., 0], a[..., 1]), 2
+    return np.pi * a[..., : params.num_ris_elements], params.num_ris_elements
+
+
 def phase_action_to_design(params: RisIsacParams, actions: np.ndarray, direct, ris_user, bs_ris,
                            target_sin) -> tuple[np.ndarray, np.ndarray]:
-    """``action_mode="phases"``: actions ``(..., N + K)`` and the twin's channels -> ``(W, theta)``.
+    """``action_mode="phases"`` / ``"steering"``: actions and the twin's channels -> ``(W, theta)``.
 
-    ``theta = pi a[:N]``; the users' power shares are :func:`user_power_shares` of
-    ``a[N:]``; the sensing requirement is met with the least power the structure
+    ``theta = pi a[:N]`` (``"phases"``, actions ``(..., N + K)``) or
+    :func:`steering_phases` of ``a[0], a[1]`` (``"steering"``, ``(..., 2 + K)``); the
+    users' power shares are :func:`user_power_shares` of the last ``K`` entries; the sensing requirement is met with the least power the structure
     allows (module docstring, Action Space).  ``||W||_F^2 = P_max`` exactly.
     """
-    N, K = params.num_ris_elements, params.num_users
     a = np.asarray(actions, dtype=np.float64)
-    theta = np.pi * a[..., :N]
-    shares = user_power_shares(a[..., N : N + K])
+    theta, first_user = _phases_of(params, a)
+    shares = user_power_shares(a[..., first_user:])
     p_max, noise = params.max_transmit_power_w, params.noise_power_w
     row, normaliser = sensing_row(params, bs_ris, theta, target_sin)
     channel = effective_channel(direct, ris_user, bs_ris, theta)
@@ -711,17 +742,30 @@ def phase_action_to_design(params: RisIsacParams, actions: np.ndarray, direct, r
     return np.concatenate([users, radar[..., None]], axis=-1), theta
 
 
-def design_to_phase_action(params: RisIsacParams, precoder: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """The ``action_mode="phases"`` action with the phases and the users' power shares of a design.
+def design_to_phase_action(params: RisIsacParams, precoder: np.ndarray, theta: np.ndarray,
+                           steering_grid: int = 257) -> np.ndarray:
+    """The ``action_mode="phases"`` / ``"steering"`` action closest to a design.
 
-    ``a_k = 2 ||w_k||^2 / max_j ||w_j||^2 - 1`` reproduces the shares exactly; the
+    The users' power shares: ``a_k = 2 ||w_k||^2 / max_j ||w_j||^2 - 1`` reproduces
+    them exactly.  The phases: as they are (``"phases"``), or the linear profile
+    closest to them, ``max_(slope, offset) Re sum_n exp(j (theta_n - pi (n slope +
+    offset)))`` over a grid of ``steering_grid`` slopes (``"steering"``).  The
     directions and the sensing power are the mode's closed form, not the design's.
     """
     w = np.asarray(precoder)
     power = np.sum(np.abs(w[..., :, :-1]) ** 2, axis=-2)  # (..., K)
     top = np.max(power, axis=-1, keepdims=True)
     users = np.where(top > 0.0, 2.0 * power / np.maximum(top, 1e-300) - 1.0, -1.0)
-    phase = np.angle(np.exp(1j * np.asarray(theta, dtype=np.float64))) / np.pi
+    theta = np.asarray(theta, dtype=np.float64)
+    if params.action_mode == "steering":
+        slopes = np.linspace(-1.0, 1.0, steering_grid)
+        n = np.arange(params.num_ris_elements)
+        fit = np.sum(np.exp(1j * (theta[..., None, :] - np.pi * slopes[:, None] * n)), axis=-1)  # (..., S)
+        best = np.argmax(np.abs(fit), axis=-1)
+        offset = np.angle(np.take_along_axis(fit, best[..., None], axis=-1)[..., 0]) / np.pi
+        phase = np.stack([slopes[best], offset], axis=-1)
+    else:
+        phase = np.angle(np.exp(1j * theta)) / np.pi
     return np.clip(np.concatenate([phase, users], axis=-1), -1.0, 1.0).astype(np.float32)
 
 
@@ -982,7 +1026,7 @@ class RisIsacKernel(BatchedKernel):
     def _step(self, actions: np.ndarray):
         p = self.params
         B, T = self.num_envs, p.episode_slots
-        if p.action_mode == "phases":
+        if p.action_mode in ("phases", "steering"):
             # Closed-form precoders on the twin's estimate (what the BS knows); scored on the truth.
             precoder, theta = phase_action_to_design(p, actions, *self.twin_channels(), self.target_sin())
         else:

@@ -625,14 +625,24 @@ from gentwin.envs.ris_isac import (  # noqa: E402
     closed_form_precoder,
     design_to_phase_action,
     phase_action_to_design,
+    steering_phases,
     user_power_shares,
 )
+
+PHASE_MODES = ["phases", "steering"]
+
+
+def _first_user(p):
+    """Index of the first user power weight in a phases/steering action."""
+    return p.num_ris_elements if p.action_mode == "phases" else 2
 
 OPTIONS = [
     dict(action_mode="phases"),
     dict(action_mode="phases", precoder="rzf"),
     dict(action_mode="phases", precoder="zf"),
     dict(action_mode="phases", precoder="mrt"),
+    dict(action_mode="steering"),
+    dict(action_mode="steering", precoder="rzf", observation_mode="cascade"),
     dict(observation_mode="cascade"),
     dict(reward_scale="per_user"),
     dict(action_mode="phases", observation_mode="cascade", reward_scale="per_user"),
@@ -652,7 +662,9 @@ def _phase_scores(params, twin, true, target_sin, actions):
 
 
 def _edge_actions(rng, B, dim, N):
-    """Uniform actions plus box corners: every phase at +-1, every user weight at -1 (all off)."""
+    """Uniform actions plus box corners: every phase at +-1, every user weight at -1 (all off).
+
+    ``N``: index of the first user weight."""
     a = rng.uniform(-1, 1, size=(B, dim))
     a[0] = 1.0
     a[1] = -1.0
@@ -661,18 +673,21 @@ def _edge_actions(rng, B, dim, N):
     return a.astype(np.float32)
 
 
+@pytest.mark.parametrize("mode", PHASE_MODES)
 @pytest.mark.parametrize("precoder", PRECODERS)
 @pytest.mark.parametrize("preset", ["default", "nlos_target", "no_ris", "large"])
-def test_closed_form_precoders_meet_the_power_budget_exactly(precoder, preset):
-    k = RisIsacKernel(dict(dataclasses.asdict(PRESETS[preset]), action_mode="phases", precoder=precoder,
+def test_closed_form_precoders_meet_the_power_budget_exactly(mode, precoder, preset):
+    k = RisIsacKernel(dict(dataclasses.asdict(PRESETS[preset]), action_mode=mode, precoder=precoder,
                            episode_slots=3), num_envs=16)
     k.reset(seed=3)
     p = k.params
-    actions = _edge_actions(np.random.default_rng(1), 16, p.action_dim, p.num_ris_elements)
+    actions = _edge_actions(np.random.default_rng(1), 16, p.action_dim, _first_user(p))
     w, theta = phase_action_to_design(p, actions, *k.twin_channels(), k.target_sin())
     assert w.shape == (16, p.num_bs_antennas, p.num_streams) and np.isfinite(w).all()
     np.testing.assert_allclose(np.sum(np.abs(w) ** 2, axis=(1, 2)), p.max_transmit_power_w, rtol=1e-12)
-    np.testing.assert_allclose(theta, np.pi * actions[:, : p.num_ris_elements].astype(np.float64))
+    a = actions.astype(np.float64)
+    expected = np.pi * a[:, : p.num_ris_elements] if mode == "phases" else steering_phases(p, a[:, 0], a[:, 1])
+    np.testing.assert_allclose(theta, expected)
     # The environment plays exactly this design and reports its power.
     info = k.step(actions)[4]
     np.testing.assert_allclose(info["transmit_power_w"], p.max_transmit_power_w, rtol=1e-12)
@@ -695,19 +710,20 @@ def test_closed_form_directions_are_what_their_names_say():
     np.testing.assert_allclose(closed_form_precoder("rzf", H, power, 1e12), mrt, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", PHASE_MODES)
 @pytest.mark.parametrize("precoder", PRECODERS)
-def test_a_phase_action_is_always_a_valid_design_meeting_the_sensing_threshold(precoder):
+def test_a_phase_action_is_always_a_valid_design_meeting_the_sensing_threshold(mode, precoder):
     """Any action of the box: unit-modulus phases, power shares as asked, g >= Gamma on the truth."""
-    env = gym.make_vec(ENV_ID, num_envs=16, action_mode="phases", precoder=precoder, episode_slots=8)
+    env = gym.make_vec(ENV_ID, num_envs=16, action_mode=mode, precoder=precoder, episode_slots=8)
     k = env.unwrapped.kernel
     p = k.params
-    N, K = p.num_ris_elements, p.num_users
+    N, K = _first_user(p), p.num_users
     env.reset(seed=5)
     rng = np.random.default_rng(2)
     for _ in range(8):
         actions = _edge_actions(rng, 16, p.action_dim, N)
         w, theta = phase_action_to_design(p, actions, *k.twin_channels(), k.target_sin())
-        assert np.all(np.abs(theta) <= np.pi)
+        assert np.isfinite(theta).all()
         shares = user_power_shares(actions[:, N:])
         np.testing.assert_allclose(shares.sum(axis=1), 1.0)
         np.testing.assert_allclose(shares[2], 1.0 / K)  # all weights at -1: equal shares
@@ -760,6 +776,20 @@ def test_design_to_phase_action_keeps_the_phases_and_the_users_power_shares():
     user = lambda x: np.sum(np.abs(x[..., : p.num_users]) ** 2, axis=1)  # noqa: E731
     np.testing.assert_allclose(user(w2) / user(w2).sum(1, keepdims=True),
                                user(w) / user(w).sum(1, keepdims=True), atol=1e-6)
+
+
+def test_design_to_steering_action_recovers_a_linear_profile():
+    k = RisIsacKernel(dict(action_mode="steering", episode_slots=2), num_envs=5)
+    k.reset(seed=4)
+    p = k.params
+    slope = np.linspace(-1, 1, 257)[[3, 60, 128, 200, 250]]
+    offset = np.array([-0.9, -0.2, 0.0, 0.4, 0.95])
+    theta = steering_phases(p, slope, offset) + 2 * np.pi * np.arange(5)[:, None]  # any 2 pi wrap
+    w = np.ones((5, p.num_bs_antennas, p.num_streams), dtype=complex)
+    a = design_to_phase_action(p, w, theta)
+    np.testing.assert_allclose(a[:, 0], slope, atol=1e-6)
+    np.testing.assert_allclose(np.exp(1j * np.pi * a[:, 1]), np.exp(1j * np.pi * offset), atol=1e-6)
+    np.testing.assert_allclose(a[:, 2:], 1.0)  # equal powers: every weight at the top
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
@@ -829,15 +859,17 @@ def test_bad_options_raise_value_error_naming_the_field_and_the_choices(option, 
 
 
 def test_a_precoder_without_the_phases_mode_is_an_error():
-    with pytest.raises(ValueError, match="precoder = 'zf' is invalid with action_mode = 'raw'"):
+    with pytest.raises(ValueError, match="precoder = 'zf' is invalid with action_mode = 'raw'.*'steering'"):
         RisIsacParams(precoder="zf")
 
 
 @pytest.mark.parametrize("options", [dict(action_mode="phases"),
                                      dict(action_mode="phases", precoder="mrt", params="nlos_target"),
                                      dict(action_mode="phases", observation_mode="cascade",
+                                          reward_scale="per_user"),
+                                     dict(action_mode="steering", observation_mode="cascade",
                                           reward_scale="per_user")],
-                         ids=["phases", "phases-mrt-nlos", "phases-cascade-per_user"])
+                         ids=["phases", "phases-mrt-nlos", "phases-cascade-per_user", "steering-cascade-per_user"])
 def test_no_phase_policy_beats_the_certified_bound(options):
     """Baselines, random phase actions and a local search on them stay below the bound (unscaled)."""
     options = dict(options)
@@ -854,7 +886,7 @@ def test_no_phase_policy_beats_the_certified_bound(options):
         for _ in range(p.episode_slots):
             slot_bound = sum_rate_bound(p, *k.true_channels())
             actions = policy.predict(obs)[0]
-            assert actions.shape == (3, p.num_ris_elements + p.num_users)
+            assert actions.shape == (3, p.action_dim)
             twin, true, ts = k.twin_channels(), k.true_channels(), k.target_sin()
             trial = np.clip(actions[:, None] + 0.5 * rng.standard_normal((3, 32, p.action_dim)), -1, 1)
             best = _phase_scores(p, twin, true, ts, actions[:, None].astype(np.float64))[:, 0]
