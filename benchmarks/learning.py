@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hp", action="append", metavar="KEY=VALUE", help="algorithm kwarg override")
     parser.add_argument("--hyperparams", default=None, help="hyperparameter file (default: the packaged one)")
     parser.add_argument("--eval-episodes", type=int, default=256)
+    parser.add_argument("--baselines", nargs="+", default=None,
+                        help="baselines evaluated next to the agent (default: all; for ids whose oracle is costly)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--records", default=str(DEFAULT_RECORDS))
     parser.add_argument("--log-root", default=str(ROOT / "runs" / "benchmarks"))
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         config = TrainConfig(env_id=args.env, algo=args.algo, timesteps=timesteps, n_envs=n_envs, seed=seed,
                              env_kwargs=env_kwargs, hyperparams=overrides, eval_freq=0,
-                             eval_episodes=args.eval_episodes, log_root=args.log_root, progress_bar=False)
+                             eval_episodes=args.eval_episodes, log_root=args.log_root, progress_bar=False,
+                             baselines=args.baselines if args.baselines is not None else "all")
         load_start = os.getloadavg()[0]
         start, cpu_start = time.perf_counter(), time.process_time()
         result = train(config, hyperparams_file=args.hyperparams)
