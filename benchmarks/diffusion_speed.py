@@ -16,6 +16,12 @@ load average is printed so the wall-clock figures can be judged.
 
     python benchmarks/diffusion_speed.py                 # 1 thread
     python benchmarks/diffusion_speed.py --threads 1 2 --updates 30
+    python benchmarks/diffusion_speed.py --activations mish --profile   # where the time goes
+    python benchmarks/diffusion_speed.py --device cuda                   # on a GPU
+
+``--profile`` prints, per case, CPU milliseconds per update and the part spent in matrix
+products: the published-style time divided by our matrix-product time is the most any
+fp32 implementation of the same products could gain without doing fewer of them.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ class _SinEmb(nn.Module):
 
     def forward(self, t):
         half = self.dim // 2
-        freqs = th.exp(th.arange(half) * -(math.log(10000) / (half - 1)))
+        freqs = th.exp(th.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
         angle = t[:, None].float() * freqs[None]
         return th.cat([angle.sin(), angle.cos()], dim=-1)
 
@@ -76,9 +82,9 @@ class _NaiveChain(nn.Module):
 
     def forward(self, s):
         b = s.shape[0]
-        x = th.randn(b, self.a)
+        x = th.randn(b, self.a, device=s.device)
         for i in reversed(range(self.n)):
-            t = th.full((b,), i, dtype=th.long)
+            t = th.full((b,), i, dtype=th.long, device=s.device)
             eps = self.model(x, t, s)
             x0 = (self.sqrt_recip_alpha_bar_t[t, None] * x - self.sqrt_recipm1_alpha_bar_t[t, None] * eps)
             x0 = x0.clamp(-1, 1)
@@ -105,10 +111,10 @@ class _NaiveCritic(nn.Module):
 class NaiveUpdate:
     """One D2SAC (discrete) or GDM-tutorial (Box) update, published-style."""
 
-    def __init__(self, state_dim, action_dim, discrete):
+    def __init__(self, state_dim, action_dim, discrete, device="cpu"):
         self.discrete = discrete
-        self.actor = _NaiveChain(state_dim, action_dim)
-        self.critic = _NaiveCritic(state_dim, action_dim if discrete else 1, 0 if discrete else action_dim)
+        self.actor = _NaiveChain(state_dim, action_dim).to(device)
+        self.critic = _NaiveCritic(state_dim, action_dim if discrete else 1, 0 if discrete else action_dim).to(device)
         self.critic_t = copy.deepcopy(self.critic)
         self.actor_t = copy.deepcopy(self.actor)
         self.opt_a = th.optim.Adam(self.actor.parameters(), lr=3e-4, foreach=False)
@@ -149,24 +155,43 @@ class NaiveUpdate:
 
 
 # ---------------------------------------------------------------------------
-def _filled_model(env_id, env_kwargs, **kwargs):
+def _filled_model(env_id, env_kwargs, device="cpu", **kwargs):
     venv = make_sb3_vec_env(env_id, num_envs=16, seed=0, **env_kwargs)
     model = DiffusionActorCritic("MlpPolicy", venv, batch_size=BATCH, hidden_dim=HIDDEN, denoising_steps=STEPS,
-                                 learning_starts=10**9, seed=0, **kwargs)
+                                 learning_starts=10**9, seed=0, device=device, **kwargs)
     model.learn(4096)  # random actions: fills the replay buffer, no updates yet
     model.set_logger(configure(None, []))
     return model
 
 
-def _rate(fn, updates, repeats):
+def _rate(fn, updates, repeats, device="cpu"):
+    sync = th.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     fn(2)
     best_wall, best_cpu = 0.0, 0.0
     for _ in range(repeats):
+        sync()
         wall, cpu = time.perf_counter(), time.process_time()
         fn(updates)
+        sync()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         best_wall, best_cpu = max(best_wall, updates / wall), max(best_cpu, updates / cpu)
     return best_wall, best_cpu
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def _profile(fn, updates: int = 10) -> tuple[float, float]:
+    """(CPU ms per update, of it in matrix products) under torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn(2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn(updates)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / updates / 1000
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / updates / 1000
+    return total, matmul
 
 
 def main() -> None:
@@ -177,24 +202,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--activations", nargs="+", default=["mish", "silu"])
     parser.add_argument("--no-reference", action="store_true", help="skip the published-style update")
+    parser.add_argument("--device", default="cpu", help='torch device of both updates, e.g. "cuda"')
+    parser.add_argument("--profile", action="store_true",
+                        help="also print CPU ms per update and the share in matrix products (the speed-up ceiling)")
     args = parser.parse_args()
 
     cases = [
         ("discrete (AspSelection, D2SAC)", "gentwin/AspSelection-v0", {"params": "reference"}, {}),
         ("box (PowerAllocation, +BC)", "gentwin/PowerAllocation-v0", {}, {"bc_coef": 1.0}),
     ]
-    print(f"batch {BATCH}, hidden {HIDDEN}, {STEPS} denoising steps; torch {th.__version__}; "
-          f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"batch {BATCH}, hidden {HIDDEN}, {STEPS} denoising steps; torch {th.__version__}; device {args.device}; "
+          f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at start {os.getloadavg()}")
     print(f"{'case':34s} {'implementation':24s} {'threads':>7s} {'updates/s':>10s} {'per CPU-s':>10s}")
     for threads in args.threads:
         th.set_num_threads(threads)
         for label, env_id, env_kwargs, algo_kwargs in cases:
             for act in args.activations:
-                model = _filled_model(env_id, env_kwargs, activation=act, **algo_kwargs)
-                wall, cpu = _rate(lambda n: model.train(n, BATCH), args.updates, args.repeats)
+                model = _filled_model(env_id, env_kwargs, device=args.device, activation=act, **algo_kwargs)
+                wall, cpu = _rate(lambda n: model.train(n, BATCH), args.updates, args.repeats, args.device)
                 print(f"{label:34s} {'gentwin (' + act + ')':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
             if not args.no_reference:
-                naive = NaiveUpdate(model.policy.features_dim, model.policy.action_dim, model.discrete)
+                naive = NaiveUpdate(model.policy.features_dim, model.policy.action_dim, model.discrete, args.device)
                 th.manual_seed(0)
 
                 def run(n, naive=naive, model=model):
@@ -202,9 +230,15 @@ def main() -> None:
                         d = model.replay_buffer.sample(BATCH)
                         naive(d.observations, d.actions, d.rewards, d.next_observations, d.dones)
 
-                wall, cpu = _rate(run, args.updates, args.repeats)
+                wall, cpu = _rate(run, args.updates, args.repeats, args.device)
                 print(f"{label:34s} {'published-style (mish)':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
-    print(f"load average at end {os.getloadavg()[0]:.1f}")
+                if args.profile:
+                    ours, ours_mm = _profile(lambda n: model.train(n, BATCH))
+                    theirs, theirs_mm = _profile(run)
+                    print(f"    profile: gentwin ({args.activations[-1]}) {ours:.1f} ms/update, {ours_mm:.1f} in matrix "
+                          f"products; published-style {theirs:.1f} ms, {theirs_mm:.1f}; ratio {theirs / ours:.2f}, "
+                          f"ceiling with free elementwise work {theirs / ours_mm:.2f}", flush=True)
+    print(f"load average (1, 5, 15 min) at end {os.getloadavg()}")
 
 
 if __name__ == "__main__":
