@@ -229,9 +229,19 @@ class MaskableReplayBuffer(ReplayBuffer):
         )
 
 
-def _masking_supported(env: VecEnv | None) -> bool:
-    """sb3-contrib's ``is_masking_supported`` for a VecEnv: it offers ``action_masks``."""
-    return env is not None and bool(env.has_attr("action_masks"))
+def _masking_supported(env: VecEnv | None, mask_dim: int) -> bool:
+    """sb3-contrib's ``is_masking_supported`` for a VecEnv (it offers ``action_masks``), checked by asking.
+
+    Some VecEnvs (SuperSuit's) implement neither ``has_attr`` nor ``env_method``: no masks there.
+    """
+    if env is None:
+        return False
+    try:
+        if not env.has_attr("action_masks"):
+            return False
+        return _env_action_masks(env).shape == (env.num_envs, mask_dim)
+    except (AttributeError, NotImplementedError, TypeError, ValueError, RuntimeError):
+        return False
 
 
 def _env_action_masks(env: VecEnv) -> np.ndarray:
@@ -395,7 +405,9 @@ class DiffusionActorCritic(OffPolicyAlgorithm):
             return False
         if self.env is None:  # loaded without an env: keep what the saved model used
             return bool(getattr(self, "masks_active", False)) and discrete
-        supported = discrete and _masking_supported(self.env)
+        mask_dim = int(np.sum(self.action_space.nvec)) if isinstance(self.action_space, spaces.MultiDiscrete) else (
+            int(self.action_space.n) if discrete else 0)
+        supported = discrete and _masking_supported(self.env, mask_dim)
         if self.use_masks and not supported:
             raise ValueError(
                 f"use_masks = True is invalid here: needs a Discrete or MultiDiscrete action space (got "

@@ -486,6 +486,18 @@ def test_mask_and_actor_loss_options_are_validated():
         DiffusionActorCritic("MlpPolicy", masked, replay_buffer_class=ExpertReplayBuffer)
 
 
+def test_vec_envs_without_mask_support_train_unmasked():
+    """SuperSuit's parameter-sharing VecEnv (the -ma ids) has neither has_attr nor env_method."""
+    from gentwin.training import make_train_env
+
+    venv = make_train_env("gentwin/TaskOffloading-ma-v0", 2, 0, {"params": "small", "episode_slots": 10})
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16)
+    assert not model.masks_active
+    model.learn(60)
+    with pytest.raises(ValueError, match="use_masks"):
+        DiffusionActorCritic("MlpPolicy", venv, use_masks=True)
+
+
 def test_masked_model_save_load_keeps_masks(tmp_path):
     venv = make_sb3_vec_env("gentwin/ModelCaching-v0", num_envs=2, seed=0, num_slots=10)
     model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16)
