@@ -46,18 +46,6 @@ def _git_commit() -> str | None:
         return None
 
 
-def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"{flag} {item!r} is invalid: expected key=value")
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def _summaries(result: Any) -> dict[str, float]:
     return {k: float(v) for k, v in result.summary().items()}
 
@@ -108,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     import gentwin  # noqa: F401
-    from gentwin.cli import resolve_run_keys
+    from gentwin.cli import parse_kv, resolve_run_keys
     from gentwin.training import TrainConfig, load_hyperparams, split_hyperparams, train
 
     ns = argparse.Namespace(env=args.env, timesteps=args.timesteps, n_envs=args.n_envs,
                             env_kwarg=args.env_kwarg, hyperparams=args.hyperparams)
     timesteps, n_envs, env_kwargs = resolve_run_keys(ns, args.algo)
     _, file_hp = split_hyperparams(load_hyperparams(args.algo, args.env, args.hyperparams))
-    overrides = _parse_kv(args.hp, "--hp")
+    overrides = parse_kv(args.hp, "--hp")
     label = args.label or args.algo
     records_path = Path(args.records)
     records_path.parent.mkdir(parents=True, exist_ok=True)
