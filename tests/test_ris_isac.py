@@ -442,6 +442,10 @@ def test_alternating_optimisation_is_monotone_and_beats_random_phases():
     assert np.allclose(history[-1], scored_reward(k.params, direct, ris_user, bs_ris, k.target_sin(),
                                                   design_to_action(k.params, w, theta)), rtol=1e-5)
     assert np.all(np.sum(np.abs(w) ** 2, axis=(1, 2)) <= k.params.max_transmit_power_w * (1 + 1e-9))
+    # With its default search penalty (ao_twin's setting) the design meets the sensing threshold.
+    theta_c, w_c, _ = AlternatingOptimisation(k).optimise(direct, ris_user, bs_ris, k.target_sin())
+    row, norm = sensing_row(k.params, bs_ris, theta_c, k.target_sin())
+    assert np.all(sensing_gain(row, norm, w_c) >= k.params.sensing_threshold * (1 - 1e-9))
     # The objective with random phases (same precoder optimisation) is lower.
     random_theta = np.random.default_rng(0).uniform(-np.pi, np.pi, theta.shape)
     assert np.all(history[-1] > ao.objective(direct, ris_user, bs_ris, k.target_sin(), random_theta, w))
