@@ -92,6 +92,25 @@ POLICY_KEYWORDS = (
 SelfDiffusionActorCritic = TypeVar("SelfDiffusionActorCritic", bound="DiffusionActorCritic")
 
 
+def _transition_tensors(buffer: ReplayBuffer, batch_inds: np.ndarray, env_indices: np.ndarray,
+                        env: VecNormalize | None) -> list[th.Tensor]:
+    """(observations, actions, next_observations, dones, rewards) of the sampled transitions, as SB3's
+    ``ReplayBuffer._get_samples`` builds them; the buffers below add their extras for the same indices."""
+    if buffer.optimize_memory_usage:
+        next_obs = buffer.observations[(batch_inds + 1) % buffer.buffer_size, env_indices, :]
+    else:
+        next_obs = buffer.next_observations[batch_inds, env_indices, :]
+    dones = buffer.dones[batch_inds, env_indices] * (1 - buffer.timeouts[batch_inds, env_indices])
+    data = (
+        buffer._normalize_obs(buffer.observations[batch_inds, env_indices, :], env),
+        buffer.actions[batch_inds, env_indices, :],
+        buffer._normalize_obs(next_obs, env),
+        dones.reshape(-1, 1),
+        buffer._normalize_reward(buffer.rewards[batch_inds, env_indices].reshape(-1, 1), env),
+    )
+    return [buffer.to_torch(x) for x in data]
+
+
 class ExpertReplayBufferSamples(NamedTuple):
     observations: th.Tensor
     actions: th.Tensor
@@ -138,21 +157,8 @@ class ExpertReplayBuffer(ReplayBuffer):
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ExpertReplayBufferSamples:
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
-        else:
-            next_obs = self.next_observations[batch_inds, env_indices, :]
-        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
-        data = (
-            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(next_obs, env),
-            dones.reshape(-1, 1),
-            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
-        )
-        tensors = [self.to_torch(x) for x in data]
         return ExpertReplayBufferSamples(
-            *tensors,
+            *_transition_tensors(self, batch_inds, env_indices, env),
             discounts=None,
             expert_actions=self.to_torch(self.expert_actions[batch_inds, env_indices, :]),
             expert_mask=self.to_torch(self.expert_mask[batch_inds, env_indices]),
@@ -213,16 +219,8 @@ class MaskableReplayBuffer(ReplayBuffer):
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MaskableReplayBufferSamples:
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        dones = self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])
-        data = (
-            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(self.next_observations[batch_inds, env_indices, :], env),
-            dones.reshape(-1, 1),
-            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
-        )
         return MaskableReplayBufferSamples(
-            *(self.to_torch(x) for x in data),
+            *_transition_tensors(self, batch_inds, env_indices, env),
             discounts=None,
             action_masks=th.as_tensor(self.action_masks[batch_inds, env_indices], device=self.device),
             next_action_masks=th.as_tensor(self.next_action_masks[batch_inds, env_indices], device=self.device),
