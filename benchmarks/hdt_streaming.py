@@ -182,28 +182,22 @@ def main(argv=None) -> None:
               f"{100 * r['violation_mean']:.1f}% | {r['train_s']:.0f} |")
     # Fig. 4 b: reward (penalised total QoE) vs. number of users.
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    out("")
-    out("Reward (total QoE minus penalties) per context vs. number of users (Fig. 4 b):")
-    out("")
-    out("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
-    out("|---|" + "---|" * len(args.users))
-    for name in policies:
-        cells = []
-        for u in args.users:
-            match = [r for r in rows if r["policy"] == name and r["users"] == u]
-            cells.append(f"{match[0]['return_mean']:.2f}" if match else "-")
-        out(f"| {name} | " + " | ".join(cells) + " |")
-    out("")
-    out("Share of the certified bound vs. number of users:")
-    out("")
-    out("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
-    out("|---|" + "---|" * len(args.users))
-    for name in policies:
-        cells = []
-        for u in args.users:
-            match = [r for r in rows if r["policy"] == name and r["users"] == u]
-            cells.append(f"{100 * match[0]['share_mean']:.2f}%" if match else "-")
-        out(f"| {name} | " + " | ".join(cells) + " |")
+    for title, cell in (
+        ("Reward (total QoE minus penalties) per context vs. number of users (Fig. 4 b):",
+         lambda r: f"{r['return_mean']:.2f}"),
+        ("Share of the certified bound vs. number of users:", lambda r: f"{100 * r['share_mean']:.2f}%"),
+    ):
+        out("")
+        out(title)
+        out("")
+        out("| policy | " + " | ".join(f"U={u}" for u in args.users) + " |")
+        out("|---|" + "---|" * len(args.users))
+        for name in policies:
+            cells = []
+            for u in args.users:
+                match = [r for r in rows if r["policy"] == name and r["users"] == u]
+                cells.append(cell(match[0]) if match else "-")
+            out(f"| {name} | " + " | ".join(cells) + " |")
     if dynamic:
         out("")
         out(f"Multi-step preset `dynamic`, {args.dynamic_episodes} held-out episodes of 50 steps (return = "
