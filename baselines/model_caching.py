@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from gentwin.baselines.base import CERTIFIED_UPPER_BOUND, Baseline, Bound
+from gentwin.envs.model_caching import passive_caching, scores_as_action
 
 __all__ = [
     "BASELINES",
@@ -68,19 +69,35 @@ class _CachingBaseline(Baseline):
         k = self.kernel
         return k.num_envs, k.num_edges, k.num_models
 
-    @staticmethod
-    def _to_action(cached: np.ndarray) -> np.ndarray:
-        """Cached models serve at the edge (option 1), the rest are not cached (0)."""
-        return np.where(cached, 1, 0).reshape(cached.shape[0], -1).astype(np.int64)
+    def _to_action(self, cached: np.ndarray) -> np.ndarray:
+        """Cached models serve at the edge (option 1), the rest are not cached (0).
+
+        In the env's ``action_mode``: ``box`` reads 1.0 as option 1 and -1.0 as option 0;
+        ``scores`` (which has no "not cached" option, only the passive rule) keeps the
+        cached models first (score 1) and admits no missed model (score -1).
+        """
+        mode = self.kernel.params.action_mode
+        flat = cached.reshape(cached.shape[0], -1)
+        if mode == "discrete":
+            return np.where(flat, 1, 0).astype(np.int64)
+        return np.where(flat, 1.0, -1.0).astype(np.float32)
 
 
 class RandomPolicy(_CachingBaseline):
-    """A uniformly random option per model among those the action mask allows."""
+    """A uniformly random option per model among those the action mask allows.
+
+    With ``action_mode="box"`` or ``"scores"``: a uniformly random action of the Box
+    (for ``box`` a uniform option per model, the mask aside; for ``scores`` random
+    keep-priorities, so random eviction and admission of each missed model with
+    probability 1/2).
+    """
 
     name = "random"
 
     def act(self, obs):
         B, E, M = self._shape()
+        if self.kernel.params.action_mode != "discrete":
+            return self.rng.uniform(-1.0, 1.0, size=(B, E * M)).astype(np.float32)
         options = np.where(self.kernel.fits, 3, 1)
         draw = self.rng.integers(0, 3, size=(B, E, M)) % options
         return draw.reshape(B, -1).astype(np.int64)
@@ -92,8 +109,7 @@ class CloudOnlyPolicy(_CachingBaseline):
     name = "cloud_only"
 
     def act(self, obs):
-        B, E, M = self._shape()
-        return np.zeros((B, E * M), dtype=np.int64)
+        return self._to_action(np.zeros(self._shape(), dtype=bool))
 
 
 class _PassivePolicy(_CachingBaseline):
@@ -106,43 +122,26 @@ class _PassivePolicy(_CachingBaseline):
         """(score of each cached model, score of each model as a newcomer), ``(B, E, M)``."""
         raise NotImplementedError
 
+    def keep_scores(self) -> np.ndarray:
+        """One score per model ``(B, E, M)`` for :func:`~gentwin.envs.model_caching.passive_caching`.
+
+        A cached model's score, a missed model's newcomer score (``inf`` where the missed
+        model is always admitted: every finite score is below it).  One array suffices:
+        the rule reads a model's newcomer score only while it is not cached, and a model
+        loaded or evicted in this slot is never looked at again in it (loaded models are
+        requested, evicted ones are not).
+        """
+        score, newcomer = self.scores()
+        newcomer = np.inf if self.always_admit else newcomer
+        return np.where(self.kernel.cached, score, newcomer).astype(np.float64)
+
     def act(self, obs):
         k = self.kernel
-        B, E, M = self._shape()
-        G = k.params.gpu_memory_gb
-        memory = k.memory_gb
-        cached = k.cached.copy()
-        n = k.current_requests()
-        score, newcomer = self.scores()
-        score = score.astype(np.float64).copy()
-        order = np.argsort(-n * (M + 1) + np.arange(M), axis=2, kind="stable")
-        b_idx, e_idx = np.meshgrid(np.arange(B), np.arange(E), indexing="ij")
-        for r in range(M):  # requested models, most requested first (a policy, not the kernel)
-            m = order[:, :, r]
-            requested = n[b_idx, e_idx, m] > 0
-            if not requested.any():
-                break
-            need = requested & ~cached[b_idx, e_idx, m] & k.fits[m]
-            if not need.any():
-                continue
-            mem_need = memory[m]
-            free = G - (cached * memory).sum(axis=2)
-            own = newcomer[b_idx, e_idx, m]
-            candidate = cached & (n == 0)
-            if not self.always_admit:
-                candidate &= score < own[:, :, None]
-            key = np.where(candidate, score, np.inf)
-            ev_order = np.argsort(key, axis=2, kind="stable")
-            mem_sorted = np.take_along_axis(np.where(candidate, memory, 0.0), ev_order, axis=2)
-            enough = free[:, :, None] + np.cumsum(mem_sorted, axis=2) >= mem_need[:, :, None] - 1e-9
-            fits_now = free >= mem_need - 1e-9
-            feasible = fits_now | enough.any(axis=2)
-            count = np.where(fits_now, 0, np.argmax(enough, axis=2) + 1)
-            evict = np.zeros_like(cached)
-            np.put_along_axis(evict, ev_order, np.arange(M)[None, None, :] < count[:, :, None], axis=2)
-            load = need & feasible
-            cached &= ~(evict & load[:, :, None])
-            cached[b_idx[load], e_idx[load], m[load]] = True
+        score = self.keep_scores()
+        if k.params.action_mode == "scores":  # the same rule, applied by the environment
+            return scores_as_action(score)
+        cached = passive_caching(k.cached, k.current_requests(), score, k.memory_gb, k.params.gpu_memory_gb,
+                                 k.fits[None, None, :])
         return self._to_action(cached)
 
 

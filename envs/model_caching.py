@@ -82,6 +82,29 @@ total fits in the free memory; the first that does not fit and all after it are
 not loaded.  ``action_masks()`` (flattened ``(3 M,)`` per edge, sb3-contrib
 layout) forbids options 1/2 for instances larger than the GPU memory.
 
+``action_mode="scores"`` (event-driven caching, ours): ``Box(-1, 1, (M,))`` per
+edge (edge-major ``(E * M,)`` in the single-agent view, as ``box``), one
+*keep-priority score* per PFM instance.  The environment applies the passive
+rule of section III-B that every caching baseline uses
+(:func:`passive_caching`) with the agent's scores: each missed instance
+(requested, not cached) whose score is positive and that fits the GPU is
+taken in order of this slot's requests; it is loaded if it fits in the free
+memory, else the lowest-scored cached instances that are not requested in
+this slot and score below the missed one are evicted to make room, or, if
+they are not enough, nothing happens (its requests are offloaded).  Cached
+instances serve their requests at the edge (option 1).  So every action is a
+sensible caching decision -- on a miss, which model to evict, or none -- and
+FIFO, LRU, LFU, LC, the utility policy and cloud-only are points of the space
+(:func:`scores_as_action` turns a baseline's scores into its action; in this
+mode the baselines act through it and reproduce their discrete-mode episodes
+exactly).  Why: with ``MultiDiscrete`` options learned agents cache a few
+models and execute about 20 % of the requests at the edge (LC: 59 %); and the
+positive-score admission matters here: on 32 held-out episodes, LC without
+ever caching a GPT3-13B instance costs 80.0 against LC's 82.8 (hindsight LP
+bound 79.3), which a rule that always loads a missed model that fits could
+not express.  The paper's formulation (``discrete``, the default) and ``box``
+are unchanged; ``action_masks()`` exists only for ``discrete``.
+
 Offloaded requests go to a neighbour edge that caches the instance with option 1
 (the lowest-indexed one; ``E > 1`` only), at the edge-to-edge backhaul cost,
 otherwise to the cloud.
@@ -192,7 +215,74 @@ __all__ = [
     "PfmRow",
     "accuracy_curve",
     "fit_alpha",
+    "passive_caching",
+    "scores_as_action",
 ]
+
+
+def passive_caching(cached: np.ndarray, requests: np.ndarray, scores: np.ndarray, memory_gb: np.ndarray,
+                    gpu_memory_gb: float, admit: np.ndarray) -> np.ndarray:
+    """The cache ``(B, E, M)`` after one slot of passive (event-driven) caching by ``scores``.
+
+    Section III-B's passive eviction, the rule of every caching baseline and of
+    ``action_mode="scores"``: the missed models (requested, not cached, ``admit``
+    true) are taken in order of this slot's requests (most first, ties by index);
+    each is loaded if it fits in the free memory, else the lowest-scored cached
+    models that are *not requested in this slot* and score strictly below the
+    missed model's own score are evicted (fewest first, ties by index) until it
+    fits; if even all of them are not enough, nothing is evicted and the missed
+    model's requests go elsewhere.  ``scores`` holds one number per model: the
+    keep-priority of a cached model, the admission score of a missed one.
+    """
+    B, E, M = cached.shape
+    cached = cached.copy()
+    admit = np.broadcast_to(admit, cached.shape)
+    order = np.argsort(-requests * (M + 1) + np.arange(M), axis=2, kind="stable")
+    b_idx, e_idx = np.meshgrid(np.arange(B), np.arange(E), indexing="ij")
+    for r in range(M):  # missed models, most requested first
+        m = order[:, :, r]
+        requested = requests[b_idx, e_idx, m] > 0
+        if not requested.any():
+            break
+        need = requested & ~cached[b_idx, e_idx, m] & admit[b_idx, e_idx, m]
+        if not need.any():
+            continue
+        mem_need = memory_gb[m]
+        free = gpu_memory_gb - (cached * memory_gb).sum(axis=2)
+        own = scores[b_idx, e_idx, m]
+        candidate = cached & (requests == 0) & (scores < own[:, :, None])
+        key = np.where(candidate, scores, np.inf)
+        ev_order = np.argsort(key, axis=2, kind="stable")
+        mem_sorted = np.take_along_axis(np.where(candidate, memory_gb, 0.0), ev_order, axis=2)
+        enough = free[:, :, None] + np.cumsum(mem_sorted, axis=2) >= mem_need[:, :, None] - 1e-9
+        fits_now = free >= mem_need - 1e-9
+        feasible = fits_now | enough.any(axis=2)
+        count = np.where(fits_now, 0, np.argmax(enough, axis=2) + 1)
+        evict = np.zeros_like(cached)
+        np.put_along_axis(evict, ev_order, np.arange(M)[None, None, :] < count[:, :, None], axis=2)
+        load = need & feasible
+        cached &= ~(evict & load[:, :, None])
+        cached[b_idx[load], e_idx[load], m[load]] = True
+    return cached
+
+
+def scores_as_action(scores: np.ndarray) -> np.ndarray:
+    """Scores ``(B, E, M)`` (any real numbers, ``inf`` allowed) as an ``action_mode="scores"`` action.
+
+    Per edge, the dense rank ``r`` of each score among the edge's ``R`` distinct
+    values becomes ``(r + 1) / R`` in ``(0, 1]``: order and ties are kept (so
+    :func:`passive_caching` decides exactly as with the raw scores) and every
+    model is admissible (positive).  Returns ``(B, E * M)``.
+    """
+    B, E, M = scores.shape
+    order = np.argsort(scores, axis=2, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=2)
+    step = np.concatenate([np.zeros((B, E, 1), dtype=bool), ordered[:, :, 1:] > ordered[:, :, :-1]], axis=2)
+    dense = np.cumsum(step, axis=2)  # dense rank in sorted order
+    ranks = np.empty_like(dense)
+    np.put_along_axis(ranks, order, dense, axis=2)
+    distinct = dense[:, :, -1:] + 1
+    return ((ranks + 1) / distinct).reshape(B, E * M)
 
 
 class PfmRow(NamedTuple):
@@ -245,7 +335,7 @@ ARCHITECTURES: tuple[str, ...] = (
 )
 _ROW_BY_NAME = {row.name: row for row in TABLE_I}
 FAMILIES = ("LFM", "VFM", "MFM")
-ACTION_MODES = ("discrete", "box")
+ACTION_MODES = ("discrete", "box", "scores")
 #: Box actions: a <= -1/3 -> option 0, -1/3 < a <= 1/3 -> option 2, a > 1/3 -> option 1.
 _BOX_EDGES = (-1.0 / 3.0, 1.0 / 3.0)
 _BOX_OPTION = np.array([0, 2, 1])
@@ -296,7 +386,8 @@ class ModelCachingParams:
     models: tuple[str, ...] = tuple(row.name for row in TABLE_I)
     num_edges: int = 1
     #: "discrete": MultiDiscrete([3] * M) per edge; "box": Box(-1, 1, (M,)) per edge,
-    #: read as the same three options (see Action Space), for continuous-action agents.
+    #: read as the same three options (see Action Space), for continuous-action agents;
+    #: "scores": Box(-1, 1, (M,)) keep-priority scores for the passive caching rule.
     action_mode: str = "discrete"
     num_slots: int = 100
     gpu_memory_gb: float = 48.0
@@ -547,7 +638,7 @@ class ModelCachingKernel(BatchedKernel):
         D = self.agent_obs_dim
         self.single_agent_observation_space = spaces.Box(0.0, 1.0, shape=(D,), dtype=np.float32)
         obs = spaces.Box(0.0, 1.0, shape=(E * D,), dtype=np.float32)
-        if self.params.action_mode == "box":
+        if self.params.action_mode in ("box", "scores"):
             self.single_agent_action_space = spaces.Box(-1.0, 1.0, shape=(M,), dtype=np.float32)
             return obs, spaces.Box(-1.0, 1.0, shape=(E * M,), dtype=np.float32)
         self.single_agent_action_space = spaces.MultiDiscrete(np.full(M, 3, dtype=np.int64))
@@ -638,11 +729,17 @@ class ModelCachingKernel(BatchedKernel):
     def _step(self, actions: np.ndarray):
         p = self.params
         B, E, M = self.num_envs, self.num_edges, self.num_models
+        n = self.current_requests()  # (B, E, M)
         if p.action_mode == "box":
             act = _BOX_OPTION[np.digitize(actions.reshape(B, E, M), _BOX_EDGES, right=True)]
+        elif p.action_mode == "scores":
+            # The passive rule with the agent's scores; a positive score admits a missed model.
+            score = actions.reshape(B, E, M)
+            cache = passive_caching(self.cached, n, score, self.memory_gb, p.gpu_memory_gb,
+                                    self.fits & (score > 0.0))
+            act = np.where(cache, 1, 0)
         else:
             act = actions.reshape(B, E, M)
-        n = self.current_requests()  # (B, E, M)
         want = act > 0
 
         # 1. Evictions, then admission of new loads in order of this slot's demand.
@@ -769,7 +866,8 @@ class ModelCachingParallelEnv(KernelParallelEnv):
     """PettingZoo ``ParallelEnv``: the edge servers of the ``cooperative`` preset as agents.
 
     See the module docstring; each agent ``edge_e`` observes its own
-    ``Box(0, 1, (7 M + 2,))`` view and chooses ``MultiDiscrete([3] * M)``.
+    ``Box(0, 1, (7 M + 2,))`` view and chooses ``MultiDiscrete([3] * M)``
+    (``Box(-1, 1, (M,))`` with ``action_mode="box"`` or ``"scores"``).
     """
 
     kernel_class = ModelCachingKernel

@@ -44,7 +44,8 @@ def _random_actions(kernel, rng):
 # ---------------------------------------------------------------------------
 # API, seeding, spaces
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs", [{}, {"action_mode": "box"}, {"num_edges": 2, "num_slots": 6}])
+@pytest.mark.parametrize("kwargs", [{}, {"action_mode": "box"}, {"num_edges": 2, "num_slots": 6},
+                                    {"action_mode": "scores"}, {"action_mode": "scores", "num_edges": 2, "num_slots": 6}])
 def test_check_env(kwargs):
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -94,7 +95,8 @@ def test_batch_size_invariance_and_reproducibility():
     assert not np.array_equal(other.arrivals[0], single.arrivals[0])
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"num_edges": 3}, {"action_mode": "box"}])
+@pytest.mark.parametrize("kwargs", [{}, {"num_edges": 3}, {"action_mode": "box"}, {"action_mode": "scores"},
+                                    {"action_mode": "scores", "num_edges": 3, "gpu_memory_gb": 30.0}])
 def test_observations_stay_in_space_and_memory_never_exceeded(kwargs):
     params = ModelCachingParams(num_slots=40, **kwargs)
     kernel = ModelCachingKernel(params, num_envs=8)
@@ -102,7 +104,7 @@ def test_observations_stay_in_space_and_memory_never_exceeded(kwargs):
     space = kernel.single_observation_space
     rng = np.random.default_rng(2)
     for t in range(120):
-        if params.action_mode == "box":
+        if params.action_mode != "discrete":  # "scores": also positive for GPT3-175B, which never fits
             a = rng.uniform(-1, 1, size=(8, kernel.single_action_space.shape[0]))
         else:  # unmasked: also asks to cache GPT3-175B, which never fits
             a = rng.integers(0, 3, size=(8, kernel.single_action_space.shape[0]))
@@ -551,3 +553,146 @@ def test_no_baseline_or_random_policy_beats_the_hindsight_bound(preset, override
         k.reset(seed=123)
         assert np.all(_run_episode(k, RandomPolicy, seed=seed) <= bound)
     assert np.all(best >= bound - 0.2 * np.abs(bound))  # the bound is within 20 % of the best policy
+
+
+# ---------------------------------------------------------------------------
+# action_mode="scores": the passive caching rule with the agent's keep-priorities
+# ---------------------------------------------------------------------------
+def _dense_rank_action(values):
+    """Per edge, monotone into (0, 1] by dense rank (ties kept): independent of scores_as_action."""
+    from scipy.stats import rankdata
+
+    B, E, M = values.shape
+    out = np.empty((B, E, M))
+    for b in range(B):
+        for e in range(E):
+            r = rankdata(values[b, e], method="dense")
+            out[b, e] = r / r.max()
+    return out.reshape(B, E * M).astype(np.float32)
+
+
+def _lc_scores(k):
+    """Least Context's keep-priority: (examples in context if >= 1, request count), lexicographic."""
+    context = np.where(k.context >= 1.0, k.context, 0.0)
+    return context * 1e9 + k.request_count
+
+
+def _lfu_scores(k):
+    return k.request_count.astype(np.float64)
+
+
+@pytest.mark.parametrize("preset", ["paper", "cooperative"])
+@pytest.mark.parametrize("name, scores", [("lc", _lc_scores), ("lfu", _lfu_scores)])
+def test_scores_action_equal_to_a_baselines_scores_reproduces_its_episode(preset, name, scores):
+    import dataclasses
+
+    from gentwin.envs.model_caching import PRESETS
+
+    params = dataclasses.replace(PRESETS[preset], num_slots=40)
+    for seed in (0, 1, 2):
+        ref = ModelCachingKernel(params, 4)
+        ref.reset(seed=seed)
+        expected = _run_episode(ref, BASELINES[name])
+        k = ModelCachingKernel(dataclasses.replace(params, action_mode="scores"), 4)
+        k.reset(seed=seed)
+        np.testing.assert_array_equal(k.arrivals, ref.arrivals)
+        total = np.zeros(4)
+        for _ in range(params.num_slots):
+            _, reward, _, _, _ = k.step(_dense_rank_action(scores(k)))
+            total += reward
+        np.testing.assert_array_equal(total, expected)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baselines_act_in_box_and_scores_modes_and_reproduce_their_discrete_episodes(name):
+    from gentwin.evaluation import evaluate_policy
+
+    returns = {}
+    for mode in ("discrete", "box", "scores"):
+        venv = gentwin.envs.make_sb3_vec_env(ENV_ID, num_envs=4, num_slots=30, action_mode=mode)
+        policy = BASELINES[name](venv, seed=0)
+        returns[mode] = evaluate_policy(policy, ENV_ID, n_episodes=4, seed=77, venv=venv).metric("return")
+    if name == "random":  # random options there, random scores here: both cost more than cloud-only
+        venv = gentwin.envs.make_sb3_vec_env(ENV_ID, num_envs=4, num_slots=30)
+        cloud = evaluate_policy(CloudOnlyPolicy(venv), ENV_ID, n_episodes=4, seed=77, venv=venv).metric("return")
+        assert returns["scores"].mean() < cloud.mean() and returns["discrete"].mean() < cloud.mean()
+    else:
+        np.testing.assert_array_equal(returns["box"], returns["discrete"])
+        np.testing.assert_array_equal(returns["scores"], returns["discrete"])
+
+
+def test_scores_as_action_keeps_order_and_ties():
+    from gentwin.envs.model_caching import scores_as_action
+
+    values = np.array([[[3.0, -1.0, 3.0, np.inf, 0.5]], [[1.0, 1.0, 1.0, 1.0, 1.0]]])
+    action = scores_as_action(values)
+    np.testing.assert_allclose(action[0], [0.75, 0.25, 0.75, 1.0, 0.5])
+    np.testing.assert_allclose(action[1], np.ones(5))
+    assert np.all(action > 0) and np.all(action <= 1)
+
+
+def test_scores_rule_on_a_hand_built_trace():
+    # Two CLIP-H instances fit (4.5 GB, 2.17 GB each).  Scores (A, B, C) = (0.5, 0.2, 0.8).
+    trace = [{0: 1}, {1: 1}, {2: 1}, {1: 1}, {0: 1, 1: 1}]
+    k = _trace_kernel(CLIP_H, 4.5, trace, action_mode="scores")
+    caches = []
+    for _ in trace:
+        *_, info = k.step(np.array([[0.5, 0.2, 0.8]], dtype=np.float32))
+        caches.append(set(np.flatnonzero(k.cached[0, 0])))
+        assert info["edge_requests"][0] == sum(trace[len(caches) - 1].get(m, 0) for m in caches[-1])
+    # C evicts B (lowest-scored, unrequested); B (0.2) then displaces nobody; in the last
+    # slot A is requested too and stays, B is not loaded (C scores higher).
+    assert caches == [{0}, {0, 1}, {0, 2}, {0, 2}, {0, 2}]
+    # A non-positive score never admits a missed model, even into free memory.
+    k = _trace_kernel(CLIP_H, 48.0, trace, action_mode="scores")
+    for _ in trace:
+        *_, info = k.step(np.array([[0.5, 0.0, -0.3]], dtype=np.float32))
+        assert not k.cached[0, 0, 1:].any()
+    assert k.cached[0, 0, 0] and k.totals["loads"][0] == 1
+
+
+def test_scores_mode_spaces_errors_and_pettingzoo_agents():
+    from gymnasium import spaces
+    from pettingzoo.test import parallel_api_test
+
+    env = gym.make(ENV_ID, action_mode="scores")
+    assert env.action_space == spaces.Box(-1.0, 1.0, (22,), np.float32)
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError):
+        env.step(np.full(22, 1.5, dtype=np.float32))
+    with pytest.raises(AttributeError, match="discrete"):
+        env.unwrapped.kernel.action_masks()
+    with pytest.raises(ValueError, match="action_mode.*'discrete', 'box', 'scores'"):
+        ModelCachingParams(action_mode="score")
+    par = make_parallel(MA_ID, num_slots=20, action_mode="scores")
+    assert all(par.action_space(a) == spaces.Box(-1.0, 1.0, (22,), np.float32) for a in par.possible_agents)
+    parallel_api_test(par, num_cycles=30)
+
+
+@pytest.mark.parametrize("preset, overrides", [("paper", {"num_slots": 20}), ("cooperative", {"num_slots": 10})])
+def test_random_scores_never_beat_the_hindsight_bound(preset, overrides):
+    import dataclasses
+
+    from gentwin.baselines.model_caching import hindsight_lp_bound
+    from gentwin.envs.model_caching import PRESETS
+
+    k = ModelCachingKernel(dataclasses.replace(PRESETS[preset], action_mode="scores", **overrides), 8)
+    k.reset(seed=321)
+    bound = np.array([hindsight_lp_bound(k, i) for i in range(8)])
+    best = np.full(8, -np.inf)
+    for cls in BASELINES.values():  # every baseline is a point of this space (hindsight included)
+        k.reset(seed=321)
+        ret = _run_episode(k, cls)
+        assert np.all(ret <= bound), cls.name
+        best = np.maximum(best, ret)
+    rng = np.random.default_rng(0)
+    for trial in range(16):  # random search over the scores space: constant and per-slot random scores
+        k.reset(seed=321)
+        constant = rng.uniform(-1, 1, size=(8, k.single_action_space.shape[0]))
+        total = np.zeros(8)
+        for _ in range(k.params.num_slots):
+            a = constant if trial % 2 else rng.uniform(-1, 1, size=constant.shape)
+            _, reward, _, _, _ = k.step(a)
+            total += reward
+        assert np.all(total <= bound), trial
+    assert np.all(best >= bound - 0.2 * np.abs(bound))  # the bound is within 20 % of the best point
