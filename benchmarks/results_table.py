@@ -97,41 +97,50 @@ def build_table(records: list[dict]) -> str:
         _, _, ref_name = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
         lines += [f"## {title}", "", f"Reference: {ref_name}.", ""]
         has_violation = any("violation_rate" in r["agent"] for r in recs)
+        # AspSelection's constraint is capacity: a crash (the chosen ASP had no room) per task.
+        has_crash = any("crash_rate" in r["agent"] for r in recs)
         head = ["agent", "steps", "n_envs", "seeds", "share of reference", "mean env reward"]
         if has_violation:
             head.append("violation rate")
+        if has_crash:
+            head.append("crash rate")
         head += ["CPU s / run", "wall s / run", "eval episodes"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         variants: "OrderedDict[tuple, list[dict]]" = OrderedDict()
         for r in recs:
             variants.setdefault((r["label"], r["timesteps"], r["n_envs"]), []).append(r)
         for (label, steps, n_envs), runs in variants.items():
-            shares, returns, viol, walls, cpus = [], [], [], [], []
+            shares, returns, viol, crash, walls, cpus = [], [], [], [], [], []
             for r in runs:
                 obj, ref, _ = _objective_and_reference(env_id, r["agent"], r)
                 shares.append(obj / ref if (obj is not None and ref) else float("nan"))
                 returns.append(r["agent"].get("return", float("nan")))
                 viol.append(r["agent"].get("violation_rate", float("nan")))
+                crash.append(r["agent"].get("crash_rate", float("nan")))
                 walls.append(r["wall_s"])
                 cpus.append(r.get("cpu_s", float("nan")))
             row = [f"`{label}`", f"{steps:,}", str(n_envs), str(len(runs)), _fmt(*t_interval(shares)),
                    _fmt(*t_interval(returns), digits=3)]
             if has_violation:
                 row.append(_fmt(*t_interval(viol), digits=3))
+            if has_crash:
+                row.append(_fmt(*t_interval(crash), digits=4))
             row += [f"{np.mean(cpus):.0f}", f"{np.mean(walls):.0f}", str(runs[0]["eval_episodes"])]
             lines.append("| " + " | ".join(row) + " |")
         latest = recs[-1]
         if latest.get("baselines"):
+            extra = (["violation rate"] if has_violation else []) + (["crash rate"] if has_crash else [])
             lines += ["", f"Baselines on the same {latest['eval_episodes']} episodes:", "",
-                      "| baseline | share of reference | mean env reward |" + (" violation rate |" if has_violation else ""),
-                      "|---|---|---|" + ("---|" if has_violation else "")]
+                      "| " + " | ".join(["baseline", "share of reference", "mean env reward", *extra]) + " |",
+                      "|" + "---|" * (3 + len(extra))]
             for name, summ in latest["baselines"].items():
                 obj, ref, _ = _objective_and_reference(env_id, summ, latest)
                 share = f"{obj / ref:.4f}" if (obj is not None and ref) else "–"
                 cells = [f"`{name}`", share, f"{summ.get('return', float('nan')):.3f}"]
-                if has_violation:
-                    v = summ.get("violation_rate")
-                    cells.append("–" if v is None else f"{v:.3f}")
+                for key, shown in (("violation_rate", has_violation), ("crash_rate", has_crash)):
+                    if shown:
+                        v = summ.get(key)
+                        cells.append("–" if v is None else f"{v:.4f}" if key == "crash_rate" else f"{v:.3f}")
                 lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Commands (one seed each; the train.py equivalent is in the records):", ""]
         for (label, steps, n_envs), runs in variants.items():
