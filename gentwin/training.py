@@ -390,7 +390,9 @@ def build_model(config: TrainConfig, venv: Any, hyperparams_file: str | None = N
             f"action space {venv.action_space}"
         )
     _, defaults = split_hyperparams(load_hyperparams(config.algo, config.env_id, hyperparams_file))
-    kwargs = {**defaults, **config.hyperparams}
+    # Overrides (``--hp``) take the file's forms too: ``policy_kwargs="dict(net_arch=[64, 64])"``.
+    _, overrides = split_hyperparams(dict(config.hyperparams))
+    kwargs = {**defaults, **overrides}
     return algo_cls(config.policy, venv, seed=config.seed, device=config.device, verbose=config.verbose, **kwargs)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gentwin.cli import main
+from gentwin.cli import main, parse_kv
 from gentwin.training import TrainConfig, build_model, load_hyperparams, make_train_env, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +105,11 @@ def test_rl_zoo_hyperparameter_file(tmp_path):
     model = build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs), str(hp_file))
     assert model.n_steps == 32 and model.gamma == 0.95 and model.batch_size == 16
     assert model.policy.net_arch == [16, 16]
+    # `--hp policy_kwargs="dict(...)"` overrides take the file's literal form as well.
+    config = TrainConfig(env_id=ENV_ID, algo="ppo", n_envs=2, env_kwargs={"tasks_per_episode": 40},
+                         hyperparams=parse_kv(["policy_kwargs=dict(net_arch=[8, 8])"], "--hp"))
+    model = build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs), str(hp_file))
+    assert model.policy.net_arch == [8, 8] and model.n_steps == 32
     with pytest.raises(ValueError, match="hyperparams"):
         load_hyperparams("ppo", ENV_ID, tmp_path / "missing.yml")
 
