@@ -217,3 +217,14 @@ def test_evaluate_uses_the_env_kwargs_the_model_was_trained_with(tmp_path):
     (run_dir / "config.yaml").write_text("env_kwargs:\n  action_mode: feasible\n")
     assert _saved_env_kwargs(str(run_dir / "model.zip")) == {"action_mode": "feasible"}
     assert _saved_env_kwargs(str(tmp_path / "elsewhere" / "model.zip")) == {}
+
+
+def test_key_value_flags_parse_yaml_scalars_and_exponent_floats():
+    """`--hp learning_rate=1e-3` is a float (YAML 1.1 alone reads "1e-3" as a string)."""
+    parsed = parse_kv(["learning_rate=1e-3", "b=3E-4", "c=1.0e-3", "n=16", "ent_coef=auto_0.05", "flag=true",
+                       "name=ab1e5"], "--hp")
+    assert parsed == {"learning_rate": 1e-3, "b": 3e-4, "c": 1e-3, "n": 16, "ent_coef": "auto_0.05", "flag": True,
+                      "name": "ab1e5"}
+    assert isinstance(parsed["learning_rate"], float)
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_kv(["learning_rate"], "--hp")

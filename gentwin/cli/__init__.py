@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -60,8 +61,18 @@ def parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
         if "=" not in item:
             raise SystemExit(f"{flag} {item!r} is invalid: expected key=value")
         key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            # YAML 1.1 reads exponent floats without a dot ("1e-3") as strings.
+            try:
+                parsed = float(parsed) if _FLOAT.fullmatch(parsed) else parsed
+            except ValueError:
+                pass
+        out[key] = parsed
     return out
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 #: the old private name (``benchmarks/reproduce.py`` and older scripts import it)
