@@ -96,6 +96,10 @@ def build_table(records: list[dict]) -> str:
         title = env_id + (" " + ", ".join(f"`{k}={v}`" for k, v in kwargs.items()) if kwargs else "")
         _, _, ref_name = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
         lines += [f"## {title}", "", f"Reference: {ref_name}.", ""]
+        _, ref_value, _ = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
+        if ref_value is not None and ref_value < 0:
+            lines += ["Returns are negative costs here, so the share is cost / the bound's cost: at least 1,",
+                      "lower is better.", ""]
         has_violation = any("violation_rate" in r["agent"] for r in recs)
         # AspSelection's constraint is capacity: a crash (the chosen ASP had no room) per task.
         has_crash = any("crash_rate" in r["agent"] for r in recs)
