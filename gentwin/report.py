@@ -97,7 +97,7 @@ def write_report(out_dir: str | os.PathLike, env_id: str, records: Sequence[RunR
     versions = package_versions()
 
     def share(s: PolicySummary) -> str:
-        return s.share_of_bound.fmt(3) if s.share_of_bound is not None else "–"
+        return s.share_of_bound.fmt(4) if s.share_of_bound is not None else "–"
 
     L: list[str] = [f"# {env_id}: agents vs. baselines", ""]
     L += [f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')}.", ""]
@@ -187,6 +187,6 @@ def print_summary(records: Sequence[RunRecord], title: str) -> None:
         if "crash_rate" in metrics:
             cells.append(s.stats["crash_rate"].fmt(3) if "crash_rate" in s.stats else "–")
         if ub is not None:
-            cells.append(s.share_of_bound.fmt(3) if s.share_of_bound is not None else "–")
+            cells.append(s.share_of_bound.fmt(4) if s.share_of_bound is not None else "–")
         table.add_row(*cells)
     Console(width=120).print(table)

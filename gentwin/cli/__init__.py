@@ -62,12 +62,9 @@ def parse_kv(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
             raise SystemExit(f"{flag} {item!r} is invalid: expected key=value")
         key, value = item.split("=", 1)
         parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):
+        if isinstance(parsed, str) and _FLOAT.fullmatch(parsed):
             # YAML 1.1 reads exponent floats without a dot ("1e-3") as strings.
-            try:
-                parsed = float(parsed) if _FLOAT.fullmatch(parsed) else parsed
-            except ValueError:
-                pass
+            parsed = float(parsed)
         out[key] = parsed
     return out
 
