@@ -94,9 +94,8 @@ def build_table(records: list[dict]) -> str:
     for (env_id, env_kwargs), recs in groups.items():
         kwargs = json.loads(env_kwargs)
         title = env_id + (" " + ", ".join(f"`{k}={v}`" for k, v in kwargs.items()) if kwargs else "")
-        _, _, ref_name = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
+        _, ref_value, ref_name = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
         lines += [f"## {title}", "", f"Reference: {ref_name}.", ""]
-        _, ref_value, _ = _objective_and_reference(env_id, recs[0]["agent"], recs[0])
         if ref_value is not None and ref_value < 0:
             lines += ["Returns are negative costs here, so the share is cost / the bound's cost: at least 1,",
                       "lower is better.", ""]
