@@ -175,15 +175,17 @@ class _RisIsacBaseline(Baseline):
         p: RisIsacParams = self.params
         self.fixed_share = min(1.0, SENSING_SHARE_MARGIN * p.sensing_threshold)
 
-    def to_action(self, precoder: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    def to_action(self, precoder: np.ndarray, theta: np.ndarray, twin=None) -> np.ndarray:
         """The action that plays the design ``(precoder, theta)`` in the env's ``action_mode``.
 
-        ``"raw"``: the design itself.  ``"phases"``: its phases and users' power shares, the
-        user precoders being the mode's closed form on the twin (what that action can
-        express), so a baseline's value there differs from its raw-mode value.
+        ``"raw"``: the design itself.  Other modes: its phases (or the mode's closest
+        ones) and users' power shares, the user precoders being the mode's closed form on
+        the twin (what that action can express), so a baseline's value there differs from
+        its raw-mode value.  ``twin``: the twin's ``(H_d, H_r, G)`` (``"alignment"`` fits
+        the phases against them).
         """
         if self.params.action_mode != "raw":
-            return design_to_phase_action(self.params, precoder, theta)
+            return design_to_phase_action(self.params, precoder, theta, twin=twin)
         return design_to_action(self.params, precoder, theta)
 
     def twin_view(self, obs: np.ndarray):
@@ -211,7 +213,7 @@ class RandomPhaseMRT(_RisIsacBaseline):
         direct, ris_user, bs_ris, target_sin = self.twin_view(obs)
         theta = self.rng.uniform(-np.pi, np.pi, size=(obs.shape[0], self.params.num_ris_elements))
         w = self.fixed_share_design(direct, ris_user, bs_ris, target_sin, theta, self.precoder)
-        return self.to_action(w, theta)
+        return self.to_action(w, theta, twin=(direct, ris_user, bs_ris))
 
 
 class RandomPhaseZF(RandomPhaseMRT):
@@ -230,7 +232,7 @@ class DirectZF(_RisIsacBaseline):
         direct, ris_user, bs_ris, target_sin = self.twin_view(obs)
         theta = np.zeros((obs.shape[0], self.params.num_ris_elements))
         w = self.fixed_share_design(direct, np.zeros_like(ris_user), bs_ris, target_sin, theta, zf_precoder)
-        return self.to_action(w, theta)
+        return self.to_action(w, theta, twin=(direct, ris_user, bs_ris))
 
 
 class AlternatingOptimisation(_RisIsacBaseline):
@@ -253,7 +255,7 @@ class AlternatingOptimisation(_RisIsacBaseline):
 
     def act(self, obs):
         theta, w, _ = self.optimise(*self.channels(obs))
-        return self.to_action(w, theta)
+        return self.to_action(w, theta, twin=self.twin_view(obs)[:3])
 
     def objective(self, direct, ris_user, bs_ris, target_sin, theta, precoder) -> np.ndarray:
         """``sum_k R_k - search_penalty * max(0, 1 - g / Gamma)`` (the env's reward when ``search_penalty`` is None)."""
@@ -454,7 +456,7 @@ class PerfectCSIReference(AlternatingOptimisation):
     def act(self, obs):
         actions = self.design_actions(*self.channels(obs))
         if self.params.action_mode != "raw":
-            return self.to_action(*action_to_design(self.params, actions)[:2])
+            return self.to_action(*action_to_design(self.params, actions)[:2], twin=self.twin_view(obs)[:3])
         return actions
 
     def design_actions(self, direct, ris_user, bs_ris, target_sin) -> np.ndarray:

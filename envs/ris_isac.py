@@ -159,6 +159,22 @@ instead of ``N`` for the surface; designs it cannot express: non-linear
 phase profiles.  :func:`design_to_phase_action` maps a design's phases to the
 closest linear profile.
 
+``action_mode="alignment"``: ``Box(-1, 1, (2 K,), float32)``, as ``"phases"``
+but the agent shares the surface among the users instead of setting each
+element: ``a[:K]`` gives the surface shares ``q = user_power_shares(a[:K])``
+and ``theta_n = arg sum_k q_k z_k,n`` (:func:`alignment_phases`), where
+``z_k,n`` is user ``k``'s single-user alignment on the twin's channel
+(:func:`alignment_phasors`: with ``v`` the dominant right singular vector of
+``G``, ``arg z_k,n = arg(h_d,k^H v) - arg(h_r,k,n (G v)_n)`` puts every
+element's path to user ``k`` in phase with the direct one); ``a[K:]`` are
+the users' power weights.  A one-hot ``q`` points the whole surface at one
+user; the phases are a channel-dependent function of ``2 K`` numbers, so a
+policy need not learn the map from the channel to ``N`` phases.  Designs it
+cannot express: phases outside that ``K``-parameter family (the phases of
+``ao_twin`` fitted to it lose about 2%, docs/ris_isac.md).
+:func:`design_to_phase_action` fits a design's phases by non-negative least
+squares on the ``z_k``.
+
 Observation Space
 -----------------
 ``Box(-inf, inf, (2 (N M + K N + K M) + 3,), float32)``, the twin's state,
@@ -188,6 +204,15 @@ cascaded channels ``diag(h_r,k_hat) G_hat`` ``(K, N, M)``, row-major, divided by
 coefficient of every phase in every user's channel directly instead of having
 to learn the product of two observed matrices.  :func:`decode_observation`
 recovers ``H_r_hat`` from it (least squares against ``G_hat``'s rows).
+
+``observation_mode="cascade_gains"``: the ``"cascade"`` observation followed by
+``K K + K`` features the choice of ``"alignment"`` shares depends on
+(:func:`alignment_gain_features`, 695 numbers at the default): the log gain
+``g_kj`` each user ``k`` gets when the whole surface is aligned to user
+``j``, and the users' log direct-link gains.  They are functions of the
+observed channels (nothing the twin does not know), precomputed because an
+MLP does not find them from the 672 channel entries in a few thousand
+episodes (measured in docs/ris_isac.md).
 
 Rewards
 -------
@@ -237,14 +262,16 @@ any other value raises ``ValueError`` naming the field:
 =====================  ==========================================  ==========================================
 field                  values (default first)                      what it changes
 =====================  ==========================================  ==========================================
-``action_mode``        ``"raw"``, ``"phases"``, ``"steering"``     all precoders and phases; or phases (all
-                                                                   N, or a linear profile) and users' power
-                                                                   shares with closed-form precoders
-``precoder``           ``"sensing_mmse"``, ``"rzf"``, ``"zf"``,    the closed form of ``"phases"`` and
-                       ``"mrt"``                                   ``"steering"`` (another value with ``"raw"``
+``action_mode``        ``"raw"``, ``"phases"``, ``"steering"``,    all precoders and phases; or phases (all
+                       ``"alignment"``                             N, a linear profile, or the users' shares
+                                                                   of the surface) and users' power shares
+                                                                   with closed-form precoders
+``precoder``           ``"sensing_mmse"``, ``"rzf"``, ``"zf"``,    the closed form of the modes other than
+                       ``"mrt"``                                   ``"raw"`` (another value with ``"raw"``
                                                                    is an error)
-``observation_mode``   ``"channels"``, ``"cascade"``               twin's G, H_r, H_d, or G, the cascaded
-                                                                   channels diag(h_r,k) G and H_d
+``observation_mode``   ``"channels"``, ``"cascade"``,              twin's G, H_r, H_d, or G, the cascaded
+                       ``"cascade_gains"``                         channels diag(h_r,k) G and H_d (and the
+                                                                   alignment gains)
 ``reward_scale``       ``"none"``, ``"per_user"``                  reward divided by ``num_users``
 =====================  ==========================================  ==========================================
 
@@ -272,6 +299,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
+from scipy.optimize import nnls
 from scipy.special import j0
 
 from gentwin.envs.core import (
@@ -293,6 +321,9 @@ __all__ = [
     "RisIsacParams",
     "RisIsacVectorEnv",
     "action_to_design",
+    "alignment_gain_features",
+    "alignment_phases",
+    "alignment_phasors",
     "closed_form_precoder",
     "decode_observation",
     "design_to_action",
@@ -313,9 +344,9 @@ SPEED_OF_LIGHT_MPS = 299_792_458.0
 #: Relative tolerance of the sensing check (``g < Gamma (1 - tol)`` is a violation).
 SENSING_TOLERANCE = 1e-9
 #: Options (default first); see the module docstring, section Arguments.
-ACTION_MODES = ("raw", "phases", "steering")
+ACTION_MODES = ("raw", "phases", "steering", "alignment")
 PRECODERS = ("sensing_mmse", "rzf", "zf", "mrt")
-OBSERVATION_MODES = ("channels", "cascade")
+OBSERVATION_MODES = ("channels", "cascade", "cascade_gains")
 REWARD_SCALES = ("none", "per_user")
 
 
@@ -403,7 +434,8 @@ class RisIsacParams:
         if self.precoder != PRECODERS[0] and self.action_mode == "raw":
             raise ValueError(
                 f"RisIsacParams.precoder = {self.precoder!r} is invalid with action_mode = "
-                f"{self.action_mode!r}: the closed-form precoder applies to action_mode='phases' or 'steering' only"
+                f"{self.action_mode!r}: the closed-form precoder applies to action_mode='phases', "
+                f"'steering' or 'alignment' only"
             )
         check_choice(self, "observation_mode", OBSERVATION_MODES)
         check_choice(self, "reward_scale", REWARD_SCALES)
@@ -464,6 +496,8 @@ class RisIsacParams:
             return self.num_ris_elements + self.num_users
         if self.action_mode == "steering":
             return 2 + self.num_users
+        if self.action_mode == "alignment":
+            return 2 * self.num_users
         return 2 * self.num_bs_antennas * self.num_streams + self.num_ris_elements
 
     @property
@@ -471,6 +505,8 @@ class RisIsacParams:
         M, N, K = self.num_bs_antennas, self.num_ris_elements, self.num_users
         if self.observation_mode == "cascade":
             return 2 * (N * M + K * N * M + K * M) + 3
+        if self.observation_mode == "cascade_gains":
+            return 2 * (N * M + K * N * M + K * M) + 3 + K * K + K
         return 2 * (N * M + K * N + K * M) + 3
 
     @property
@@ -700,24 +736,85 @@ def steering_phases(params: RisIsacParams, slope, offset) -> np.ndarray:
     return np.pi * (np.asarray(slope)[..., None] * n + np.asarray(offset)[..., None])
 
 
-def _phases_of(params: RisIsacParams, a: np.ndarray) -> tuple[np.ndarray, int]:
-    """RIS phases of an action (``"phases"`` or ``"steering"``) and where its user weights start."""
+def alignment_phasors(direct: np.ndarray, ris_user: np.ndarray, bs_ris: np.ndarray) -> np.ndarray:
+    """Each user's single-user phase alignment ``z_k,n`` ``(..., K, N)`` (unit modulus).
+
+    With ``v`` the dominant right singular vector of ``G`` (the BS beam that puts the
+    most power on the surface), user ``k`` receives ``h_d,k^H v + sum_n e^(j theta_n)
+    h_r,k,n (G v)_n`` through that beam; ``theta_n = arg z_k,n = arg(h_d,k^H v) -
+    arg(h_r,k,n (G v)_n)`` adds every element's path in phase with the direct one
+    (the single-user optimum for the beam ``v``).
+    """
+    return _alignment_parts(direct, ris_user, bs_ris)[2]
+
+
+def _alignment_parts(direct, ris_user, bs_ris):
+    """``(h_d,k^H v (..., K), h_r,k,n (G v)_n (..., K, N), z (..., K, N))`` of :func:`alignment_phasors`."""
+    _, _, vh = np.linalg.svd(bs_ris)
+    beam = vh[..., 0, :].conj()  # (..., M)
+    via_ris = ris_user * (bs_ris @ beam[..., None])[..., 0][..., None, :]  # (..., K, N)
+    direct_part = (direct @ beam[..., None])[..., 0]  # (..., K)
+    return direct_part, via_ris, np.exp(1j * (np.angle(direct_part)[..., None] - np.angle(via_ris)))
+
+
+def alignment_phases(weights: np.ndarray, direct, ris_user, bs_ris) -> np.ndarray:
+    """``theta_n = arg sum_k q_k z_k,n`` ``(..., N)``: the surface shared among the users by ``q``.
+
+    ``q`` ``(..., K)``: the users' shares of the surface (:func:`user_power_shares` of
+    the action); a one-hot ``q`` aligns every element to one user.
+    """
+    z = alignment_phasors(direct, ris_user, bs_ris)
+    return np.angle(np.sum(np.asarray(weights)[..., :, None] * z, axis=-2))
+
+
+def alignment_gain_features(params: RisIsacParams, direct, ris_user, bs_ris) -> np.ndarray:
+    """``observation_mode="cascade_gains"``'s extra features ``(..., K K + K)``.
+
+    First ``log10(g_kj / (N^2 beta_BR beta_RU(d_ref,RU)) + 1e-6)``, row-major ``(k, j)``,
+    with ``g_kj = |h_d,k^H v + sum_n h_r,k,n (G v)_n z_j,n|^2`` the gain user ``k``
+    gets through the beam ``v`` when the whole surface is aligned to user ``j``
+    (:func:`alignment_phasors`; ``g_kk`` is user ``k``'s best gain for that beam,
+    ``g_kj`` for ``j != k`` how much an alignment to ``j`` also serves ``k``); then
+    ``log10(||h_d,k||^2 / beta_BU(d_ref,BU) + 1e-6)``, the users' direct-link gains.
+    The 1e-6 floors a user the surface does not reach (no RIS); entries are O(1).
+    """
+    direct_part, via_ris, z = _alignment_parts(direct, ris_user, bs_ris)
+    gain = np.abs(direct_part[..., :, None] + via_ris @ np.swapaxes(z, -1, -2)) ** 2  # (..., K, J)
+    scale = params.num_ris_elements**2 * params.cascade_reference_gain
+    lead = gain.shape[:-2]
+    cross = np.log10(gain / scale + 1e-6).reshape(*lead, -1)
+    own = np.log10(np.sum(np.abs(direct) ** 2, axis=-1) / params.bs_user_reference_gain + 1e-6)
+    return np.concatenate([cross, own], axis=-1)
+
+
+def _phases_of(params: RisIsacParams, a: np.ndarray, direct=None, ris_user=None,
+               bs_ris=None) -> tuple[np.ndarray, int]:
+    """RIS phases of an action (``"phases"``, ``"steering"`` or ``"alignment"``) and where its user weights start.
+
+    ``"alignment"`` needs the twin's channels.
+    """
     if params.action_mode == "steering":
         return steering_phases(params, a[..., 0], a[..., 1]), 2
+    if params.action_mode == "alignment":
+        K = params.num_users
+        return alignment_phases(user_power_shares(a[..., :K]), direct, ris_user, bs_ris), K
     return np.pi * a[..., : params.num_ris_elements], params.num_ris_elements
 
 
 def phase_action_to_design(params: RisIsacParams, actions: np.ndarray, direct, ris_user, bs_ris,
                            target_sin) -> tuple[np.ndarray, np.ndarray]:
-    """``action_mode="phases"`` / ``"steering"``: actions and the twin's channels -> ``(W, theta)``.
+    """``action_mode`` other than ``"raw"``: actions and the twin's channels -> ``(W, theta)``.
 
-    ``theta = pi a[:N]`` (``"phases"``, actions ``(..., N + K)``) or
-    :func:`steering_phases` of ``a[0], a[1]`` (``"steering"``, ``(..., 2 + K)``); the
-    users' power shares are :func:`user_power_shares` of the last ``K`` entries; the sensing requirement is met with the least power the structure
-    allows (module docstring, Action Space).  ``||W||_F^2 = P_max`` exactly.
+    ``theta = pi a[:N]`` (``"phases"``, actions ``(..., N + K)``),
+    :func:`steering_phases` of ``a[0], a[1]`` (``"steering"``, ``(..., 2 + K)``) or
+    :func:`alignment_phases` of the shares of ``a[:K]`` on the twin's channels
+    (``"alignment"``, ``(..., 2 K)``); the users' power shares are
+    :func:`user_power_shares` of the last ``K`` entries; the sensing requirement is
+    met with the least power the structure allows (module docstring, Action Space).
+    ``||W||_F^2 = P_max`` exactly.
     """
     a = np.asarray(actions, dtype=np.float64)
-    theta, first_user = _phases_of(params, a)
+    theta, first_user = _phases_of(params, a, direct, ris_user, bs_ris)
     shares = user_power_shares(a[..., first_user:])
     p_max, noise = params.max_transmit_power_w, params.noise_power_w
     row, normaliser = sensing_row(params, bs_ris, theta, target_sin)
@@ -743,19 +840,22 @@ def phase_action_to_design(params: RisIsacParams, actions: np.ndarray, direct, r
 
 
 def design_to_phase_action(params: RisIsacParams, precoder: np.ndarray, theta: np.ndarray,
-                           steering_grid: int = 257) -> np.ndarray:
-    """The ``action_mode="phases"`` / ``"steering"`` action closest to a design.
+                           steering_grid: int = 257, twin=None) -> np.ndarray:
+    """The ``action_mode="phases"`` / ``"steering"`` / ``"alignment"`` action closest to a design.
 
     The users' power shares: ``a_k = 2 ||w_k||^2 / max_j ||w_j||^2 - 1`` reproduces
     them exactly.  The phases: as they are (``"phases"``), or the linear profile
     closest to them, ``max_(slope, offset) Re sum_n exp(j (theta_n - pi (n slope +
-    offset)))`` over a grid of ``steering_grid`` slopes (``"steering"``).  The
-    directions and the sensing power are the mode's closed form, not the design's.
+    offset)))`` over a grid of ``steering_grid`` slopes (``"steering"``), or the
+    surface shares ``q >= 0`` whose :func:`alignment_phases` come closest, the
+    non-negative least-squares fit ``min_q ||sum_k q_k z_k - exp(j theta)||``
+    (``"alignment"``; needs ``twin = (H_d, H_r, G)``, the twin's channels the
+    environment aligns on).  The directions and the sensing power are the mode's
+    closed form, not the design's.
     """
     w = np.asarray(precoder)
     power = np.sum(np.abs(w[..., :, :-1]) ** 2, axis=-2)  # (..., K)
-    top = np.max(power, axis=-1, keepdims=True)
-    users = np.where(top > 0.0, 2.0 * power / np.maximum(top, 1e-300) - 1.0, -1.0)
+    users = _shares_to_action(power)
     theta = np.asarray(theta, dtype=np.float64)
     if params.action_mode == "steering":
         slopes = np.linspace(-1.0, 1.0, steering_grid)
@@ -764,9 +864,29 @@ def design_to_phase_action(params: RisIsacParams, precoder: np.ndarray, theta: n
         best = np.argmax(np.abs(fit), axis=-1)
         offset = np.angle(np.take_along_axis(fit, best[..., None], axis=-1)[..., 0]) / np.pi
         phase = np.stack([slopes[best], offset], axis=-1)
+    elif params.action_mode == "alignment":
+        if twin is None:
+            raise ValueError("design_to_phase_action: twin = None is invalid with action_mode = 'alignment': "
+                             "pass the twin's channels (H_d, H_r, G) the surface is aligned on")
+        z = alignment_phasors(*twin)  # (..., K, N)
+        target = np.exp(1j * theta)
+        lead = target.shape[:-1]
+        z2 = z.reshape(-1, *z.shape[-2:])
+        t2 = target.reshape(-1, target.shape[-1])
+        weights = np.empty((len(t2), z.shape[-2]))
+        for i in range(len(t2)):  # tiny (2N x K) problems; used by the baselines only
+            basis = np.concatenate([z2[i].real, z2[i].imag], axis=-1).T
+            weights[i] = nnls(basis, np.concatenate([t2[i].real, t2[i].imag]))[0]
+        phase = _shares_to_action(weights.reshape(*lead, -1))
     else:
         phase = np.angle(np.exp(1j * theta)) / np.pi
     return np.clip(np.concatenate([phase, users], axis=-1), -1.0, 1.0).astype(np.float32)
+
+
+def _shares_to_action(weight: np.ndarray) -> np.ndarray:
+    """``a_k = 2 w_k / max_j w_j - 1``, whose :func:`user_power_shares` are ``w / sum w`` (all ``-1`` if ``w = 0``)."""
+    top = np.max(weight, axis=-1, keepdims=True)
+    return np.where(top > 0.0, 2.0 * weight / np.maximum(top, 1e-300) - 1.0, -1.0)
 
 
 def decode_observation(params: RisIsacParams, obs: np.ndarray):
@@ -778,7 +898,7 @@ def decode_observation(params: RisIsacParams, obs: np.ndarray):
     M, N, K = params.num_bs_antennas, params.num_ris_elements, params.num_users
     o = np.asarray(obs, dtype=np.float64)
     lead = o.shape[:-1]
-    cascade = params.observation_mode == "cascade"
+    cascade = params.observation_mode in ("cascade", "cascade_gains")
     sizes = [N * M, K * N * M if cascade else K * N, K * M]
     shapes = [(N, M), (K, N, M) if cascade else (K, N), (K, M)]
     scales = [params.bs_ris_gain, params.cascade_reference_gain if cascade else params.ris_user_reference_gain,
@@ -1010,7 +1130,7 @@ class RisIsacKernel(BatchedKernel):
              self.twin_age / p.twin_sync_period_slots],
             axis=1,
         )
-        if p.observation_mode == "cascade":
+        if p.observation_mode in ("cascade", "cascade_gains"):
             direct, ris_user, bs_ris = twin
             B = self.num_envs
             cascade = ris_user[..., :, :, None] * bs_ris[..., None, :, :]  # diag(h_r,k) G: (B, K, N, M)
@@ -1020,13 +1140,16 @@ class RisIsacKernel(BatchedKernel):
                 direct.reshape(B, -1) / self._obs_scale[2],
             ]
             channels = np.concatenate([x for z in parts for x in (z.real, z.imag)], axis=1)
+        if p.observation_mode == "cascade_gains":
+            gains = alignment_gain_features(p, *twin)
+            return np.concatenate([channels, extra, gains], axis=1).astype(np.float32)
         return np.concatenate([channels, extra], axis=1).astype(np.float32)
 
     # -- step ------------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
         p = self.params
         B, T = self.num_envs, p.episode_slots
-        if p.action_mode in ("phases", "steering"):
+        if p.action_mode != "raw":
             # Closed-form precoders on the twin's estimate (what the BS knows); scored on the truth.
             precoder, theta = phase_action_to_design(p, actions, *self.twin_channels(), self.target_sin())
         else:

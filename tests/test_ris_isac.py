@@ -30,6 +30,7 @@ from gentwin.envs.ris_isac import (
     RisIsacParams,
     action_to_design,
     decode_observation,
+    effective_channel,
     design_to_action,
     sensing_gain,
     sensing_row,
@@ -626,6 +627,9 @@ def test_no_policy_beats_the_certified_sum_rate_bound(preset):
 # ---------------------------------------------------------------------------
 from gentwin.envs.ris_isac import (  # noqa: E402
     PRECODERS,
+    alignment_gain_features,
+    alignment_phases,
+    alignment_phasors,
     closed_form_precoder,
     design_to_phase_action,
     phase_action_to_design,
@@ -633,12 +637,21 @@ from gentwin.envs.ris_isac import (  # noqa: E402
     user_power_shares,
 )
 
-PHASE_MODES = ["phases", "steering"]
+PHASE_MODES = ["phases", "steering", "alignment"]
 
 
 def _first_user(p):
-    """Index of the first user power weight in a phases/steering action."""
-    return p.num_ris_elements if p.action_mode == "phases" else 2
+    """Index of the first user power weight in a phases/steering/alignment action."""
+    return {"phases": p.num_ris_elements, "steering": 2, "alignment": p.num_users}[p.action_mode]
+
+
+def _expected_phases(p, a, twin):
+    a = a.astype(np.float64)
+    if p.action_mode == "phases":
+        return np.pi * a[:, : p.num_ris_elements]
+    if p.action_mode == "steering":
+        return steering_phases(p, a[:, 0], a[:, 1])
+    return alignment_phases(user_power_shares(a[:, : p.num_users]), *twin)
 
 OPTIONS = [
     dict(action_mode="phases"),
@@ -650,6 +663,9 @@ OPTIONS = [
     dict(observation_mode="cascade"),
     dict(reward_scale="per_user"),
     dict(action_mode="phases", observation_mode="cascade", reward_scale="per_user"),
+    dict(action_mode="alignment"),
+    dict(action_mode="alignment", precoder="rzf", observation_mode="channels"),
+    dict(action_mode="alignment", observation_mode="cascade_gains", reward_scale="per_user"),
 ]
 
 
@@ -689,9 +705,7 @@ def test_closed_form_precoders_meet_the_power_budget_exactly(mode, precoder, pre
     w, theta = phase_action_to_design(p, actions, *k.twin_channels(), k.target_sin())
     assert w.shape == (16, p.num_bs_antennas, p.num_streams) and np.isfinite(w).all()
     np.testing.assert_allclose(np.sum(np.abs(w) ** 2, axis=(1, 2)), p.max_transmit_power_w, rtol=1e-12)
-    a = actions.astype(np.float64)
-    expected = np.pi * a[:, : p.num_ris_elements] if mode == "phases" else steering_phases(p, a[:, 0], a[:, 1])
-    np.testing.assert_allclose(theta, expected)
+    np.testing.assert_allclose(theta, _expected_phases(p, actions, k.twin_channels()))
     # The environment plays exactly this design and reports its power.
     info = k.step(actions)[4]
     np.testing.assert_allclose(info["transmit_power_w"], p.max_transmit_power_w, rtol=1e-12)
@@ -796,6 +810,72 @@ def test_design_to_steering_action_recovers_a_linear_profile():
     np.testing.assert_allclose(a[:, 2:], 1.0)  # equal powers: every weight at the top
 
 
+@pytest.mark.parametrize("preset", ["default", "large", "no_ris"])
+def test_a_users_alignment_adds_every_element_in_phase_with_its_direct_path(preset):
+    """One-hot surface shares: user k's gain through the beam v is |h_d,k^H v| + sum_n |h_r,k,n (G v)_n|."""
+    k = RisIsacKernel(dict(dataclasses.asdict(PRESETS[preset]), action_mode="alignment", episode_slots=2),
+                      num_envs=6)
+    k.reset(seed=11)
+    p = k.params
+    direct, ris_user, bs_ris = k.twin_channels()
+    z = alignment_phasors(direct, ris_user, bs_ris)
+    np.testing.assert_allclose(np.abs(z), 1.0)
+    v = np.linalg.svd(bs_ris)[2][:, 0, :].conj()  # dominant right singular vector of G
+    gains = alignment_gain_features(p, direct, ris_user, bs_ris)[:, : p.num_users**2].reshape(6, p.num_users, -1)
+    scale = p.num_ris_elements**2 * p.cascade_reference_gain
+    rng = np.random.default_rng(0)
+    for user in range(p.num_users):
+        theta = alignment_phases(np.eye(p.num_users)[user], direct, ris_user, bs_ris)
+        channel = effective_channel(direct, ris_user, bs_ris, theta)[:, user]  # h_k^H (6, M)
+        via_ris = ris_user[:, user] * (bs_ris @ v[..., None])[..., 0]
+        coherent = np.abs(np.sum(direct[:, user] * v, -1)) + np.sum(np.abs(via_ris), -1)
+        np.testing.assert_allclose(np.abs(np.sum(channel * v, -1)), coherent, rtol=1e-9)
+        # No other phases do better for this beam (triangle inequality), e.g. random ones.
+        for _ in range(20):
+            other = effective_channel(direct, ris_user, bs_ris, rng.uniform(-np.pi, np.pi, theta.shape))[:, user]
+            assert np.all(np.abs(np.sum(other * v, -1)) <= coherent * (1 + 1e-12))
+        # The observation feature g_kk is this gain, on the normalised log scale.
+        np.testing.assert_allclose(gains[:, user, user], np.log10(coherent**2 / scale + 1e-6), rtol=1e-9)
+        # The fit of the baselines maps a user's own alignment back to the one-hot action.
+        if p.ris_present:
+            w = np.ones((6, p.num_bs_antennas, p.num_streams), dtype=complex)
+            a = design_to_phase_action(p, w, theta, twin=(direct, ris_user, bs_ris))
+            np.testing.assert_allclose(a[:, : p.num_users], np.broadcast_to(2 * np.eye(p.num_users)[user] - 1, (6, p.num_users)), atol=1e-6)
+
+
+def test_design_to_alignment_action_needs_the_twin():
+    p = RisIsacParams(action_mode="alignment")
+    w = np.ones((1, p.num_bs_antennas, p.num_streams), dtype=complex)
+    with pytest.raises(ValueError, match="twin = None is invalid with action_mode = 'alignment'"):
+        design_to_phase_action(p, w, np.zeros((1, p.num_ris_elements)))
+
+
+@pytest.mark.parametrize("preset", ["default", "stale_twin", "large", "no_ris"])
+def test_cascade_gains_observation_is_the_cascade_plus_the_alignment_gains(preset):
+    options = dict(params=preset, episode_slots=6, action_mode="alignment")
+    gains_env = gym.make_vec(ENV_ID, num_envs=4, observation_mode="cascade_gains", **options)
+    cascade_env = gym.make_vec(ENV_ID, num_envs=4, observation_mode="cascade", **options)
+    space = gains_env.single_observation_space
+    p = gains_env.unwrapped.kernel.params
+    K = p.num_users
+    assert space.shape == (cascade_env.single_observation_space.shape[0] + K * K + K,)
+    obs, _ = gains_env.reset(seed=3)
+    ref, _ = cascade_env.reset(seed=3)
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        assert all(space.contains(o) for o in obs) and np.isfinite(obs).all()
+        assert np.max(np.abs(obs)) < 50.0
+        np.testing.assert_array_equal(obs[:, : ref.shape[1]], ref)
+        expect = alignment_gain_features(p, *gains_env.unwrapped.kernel.twin_channels())
+        np.testing.assert_allclose(obs[:, ref.shape[1]:], expect, rtol=1e-5, atol=1e-5)
+        for x, y in zip(decode_observation(p, obs), decode_observation(cascade_env.unwrapped.kernel.params, ref)):
+            np.testing.assert_array_equal(x, y)
+        actions = rng.uniform(-1, 1, (4, p.action_dim)).astype(np.float32)
+        obs, r1, *_ = gains_env.step(actions)
+        ref, r2, *_ = cascade_env.step(actions)
+        np.testing.assert_array_equal(r1, r2)
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_env_checkers_pass_with_each_option(options):
     from gymnasium.utils.env_checker import check_env
@@ -872,8 +952,11 @@ def test_a_precoder_without_the_phases_mode_is_an_error():
                                      dict(action_mode="phases", observation_mode="cascade",
                                           reward_scale="per_user"),
                                      dict(action_mode="steering", observation_mode="cascade",
+                                          reward_scale="per_user"),
+                                     dict(action_mode="alignment", observation_mode="cascade_gains",
                                           reward_scale="per_user")],
-                         ids=["phases", "phases-mrt-nlos", "phases-cascade-per_user", "steering-cascade-per_user"])
+                         ids=["phases", "phases-mrt-nlos", "phases-cascade-per_user", "steering-cascade-per_user",
+                              "alignment-cascade_gains-per_user"])
 def test_no_phase_policy_beats_the_certified_bound(options):
     """Baselines, random phase actions and a local search on them stay below the bound (unscaled)."""
     options = dict(options)
