@@ -273,6 +273,9 @@ field                  values (default first)                      what it chang
                        ``"cascade_gains"``                         channels diag(h_r,k) G and H_d (and the
                                                                    alignment gains)
 ``reward_scale``       ``"none"``, ``"per_user"``                  reward divided by ``num_users``
+``expert``             ``"none"``, ``"ao_twin"``                   ``info["expert_action"]``: ``ao_twin``'s
+                                                                   action for the slot (on the twin, in the
+                                                                   env's mode), for agents that clone it
 =====================  ==========================================  ==========================================
 
 Info
@@ -283,7 +286,12 @@ Per step: ``user_rate_bps_hz`` (K,), ``sum_rate_bps_hz``, ``sensing_gain``,
 observed normalised channel vector against the true one, for the slot the
 action was chosen in; always on the ``"channels"`` vector), ``twin_age_slots``,
 ``sensing_share`` (the radar stream's share of ``P_max``) and
-``unscaled_reward`` (the reward before ``reward_scale``).  At episode end,
+``unscaled_reward`` (the slot's reward before ``reward_scale``);
+with ``expert="ao_twin"`` also ``expert_action``, the action of the alternating
+optimisation fed the twin (``gentwin.baselines.ris_isac.AlternatingOptimisation``)
+for the slot the action was chosen in: the diffusion papers' "expert database",
+computed from the twin only (about 7 ms per instance and slot, so it costs more
+than the rest of the step).  At episode end,
 ``episode_summary``: ``return``, ``length``, ``mean_sum_rate_bps_hz``,
 ``sensing_violation_rate``, ``mean_sensing_gain``, ``mean_twin_nmse``,
 ``unscaled_return``.
@@ -312,6 +320,7 @@ from gentwin.envs.core import (
 
 __all__ = [
     "ACTION_MODES",
+    "EXPERTS",
     "OBSERVATION_MODES",
     "PRECODERS",
     "PRESETS",
@@ -348,6 +357,7 @@ ACTION_MODES = ("raw", "phases", "steering", "alignment")
 PRECODERS = ("sensing_mmse", "rzf", "zf", "mrt")
 OBSERVATION_MODES = ("channels", "cascade", "cascade_gains")
 REWARD_SCALES = ("none", "per_user")
+EXPERTS = ("none", "ao_twin")
 
 
 @dataclass(frozen=True)
@@ -397,6 +407,7 @@ class RisIsacParams:
     precoder: str = "sensing_mmse"
     observation_mode: str = "channels"
     reward_scale: str = "none"
+    expert: str = "none"
 
     def __post_init__(self) -> None:
         check_field(self, "num_bs_antennas", low=1, high=256, integer=True)
@@ -439,6 +450,7 @@ class RisIsacParams:
             )
         check_choice(self, "observation_mode", OBSERVATION_MODES)
         check_choice(self, "reward_scale", REWARD_SCALES)
+        check_choice(self, "expert", EXPERTS)
         if self.target_via_ris and not self.ris_present:
             raise ValueError(
                 "RisIsacParams.target_via_ris = True is invalid with ris_present = False: "
@@ -979,6 +991,7 @@ class RisIsacKernel(BatchedKernel):
         self._bs_position = np.asarray(p.bs_position_m, dtype=np.float64)
         self._ris_position = np.asarray(p.ris_position_m, dtype=np.float64)
         self._geometry_cache = None
+        self._expert = None  # expert="ao_twin": the optimiser, built on first use
         # Normalised twin channels of the last observation (reused by the next step).
         self._twin_observed = None
 
@@ -1177,6 +1190,8 @@ class RisIsacKernel(BatchedKernel):
             "sensing_share": np.sum(np.abs(precoder[..., :, -1]) ** 2, axis=-1) / p.max_transmit_power_w,
             "unscaled_reward": out["reward"],
         }
+        if p.expert == "ao_twin":
+            info["expert_action"] = self._expert_actions()
         self.sum_rate_total += out["sum_rate"]
         self.unscaled_total += out["reward"]
         self.violations += violation
@@ -1202,6 +1217,21 @@ class RisIsacKernel(BatchedKernel):
         truncated = self.slot >= T
         terminated = np.zeros(B, dtype=bool)
         return out["reward"] / p.reward_divisor, terminated, truncated, info
+
+    def _expert_actions(self) -> np.ndarray:
+        """``expert="ao_twin"``: the twin-fed alternating optimisation's action for this slot ``(B, action_dim)``.
+
+        Computed on the twin's channels only (what the BS knows), in the env's
+        ``action_mode`` (its phases fitted to the mode, its power shares kept); the
+        "expert database" of the diffusion papers, for agents that clone it (``bc_coef``).
+        """
+        if self._expert is None:
+            from gentwin.baselines.ris_isac import AlternatingOptimisation  # baselines import this module
+
+            self._expert = AlternatingOptimisation(self)
+        direct, ris_user, bs_ris = self.twin_channels()
+        theta, w, _ = self._expert.optimise(direct, ris_user, bs_ris, self.target_sin())
+        return self._expert.to_action(w, theta, twin=(direct, ris_user, bs_ris))
 
     def _episode_summary(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         n = np.maximum(self.episode_length[idx] + 0, 1)

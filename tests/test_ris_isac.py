@@ -666,6 +666,7 @@ OPTIONS = [
     dict(action_mode="alignment"),
     dict(action_mode="alignment", precoder="rzf", observation_mode="channels"),
     dict(action_mode="alignment", observation_mode="cascade_gains", reward_scale="per_user"),
+    dict(action_mode="alignment", expert="ao_twin"),
 ]
 
 
@@ -933,9 +934,33 @@ def test_reward_scale_divides_by_the_users_and_reports_unscaled_values():
     np.testing.assert_allclose(s["return"], q["return"] / K, rtol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["raw", "alignment"])
+def test_expert_action_is_the_twin_fed_alternating_optimisation(mode):
+    """expert='ao_twin' puts ao_twin's action for the slot's twin (in the env's mode) in the step info."""
+    k = RisIsacKernel(dict(action_mode=mode, expert="ao_twin", episode_slots=3), num_envs=3)
+    plain = RisIsacKernel(dict(action_mode=mode, episode_slots=3), num_envs=3)
+    k.reset(seed=4)
+    plain.reset(seed=4)
+    ao = AlternatingOptimisation(plain)
+    for _ in range(3):
+        twin = plain.twin_channels()
+        theta, w, _ = ao.optimise(*twin, plain.target_sin())
+        expected = ao.to_action(w, theta, twin=twin)
+        info = k.step(expected)[4]
+        assert all(k.single_action_space.contains(a) for a in info["expert_action"])
+        np.testing.assert_array_equal(info["expert_action"], expected)
+        assert "expert_action" not in plain.step(expected)[4]
+    # Playing the expert is playing ao_twin (scored on the truth like any action).
+    env = gym.make_vec(ENV_ID, num_envs=3, action_mode=mode, expert="ao_twin", episode_slots=3)
+    obs, _ = env.reset(seed=9)
+    baseline = AlternatingOptimisation(env)
+    np.testing.assert_allclose(env.step(baseline.predict(obs)[0])[4]["expert_action"], baseline.predict(obs)[0],
+                               atol=1e-3)
+
+
 @pytest.mark.parametrize("option, value", [
     ("action_mode", "designs"), ("precoder", "wmmse"), ("observation_mode", "raw"),
-    ("reward_scale", 2.0), ("action_mode", None),
+    ("reward_scale", 2.0), ("action_mode", None), ("expert", "optimum"),
 ])
 def test_bad_options_raise_value_error_naming_the_field_and_the_choices(option, value):
     with pytest.raises(ValueError, match=rf"{option} = .* must be one of"):
