@@ -276,6 +276,9 @@ field                  values (default first)                      what it chang
 ``expert``             ``"none"``, ``"ao_twin"``                   ``info["expert_action"]``: ``ao_twin``'s
                                                                    action for the slot (on the twin, in the
                                                                    env's mode), for agents that clone it
+``expert_residual``    ``0`` (off), ``r in (0, 2]``                the action corrects the expert's: the
+                                                                   env plays ``clip(expert + r a, -1, 1)``;
+                                                                   the expert's action is observed too
 =====================  ==========================================  ==========================================
 
 Info
@@ -291,7 +294,14 @@ with ``expert="ao_twin"`` also ``expert_action``, the action of the alternating
 optimisation fed the twin (``gentwin.baselines.ris_isac.AlternatingOptimisation``)
 for the slot the action was chosen in: the diffusion papers' "expert database",
 computed from the twin only (about 7 ms per instance and slot, so it costs more
-than the rest of the step).  At episode end,
+than the rest of the step).  With ``expert_residual = r > 0`` (needs ``expert="ao_twin"``) the
+agent's action ``a`` is a correction: the environment plays
+``clip(expert_action + r a, -1, 1)`` (``info["played_action"]``), the
+observation ends with the expert's action for the state (``action_dim`` more
+numbers), and ``a = 0`` plays the twin-fed AO in the env's mode.  This is the
+twin-proposes, agent-corrects loop: the twin's model-based design is the
+starting point, and the agent learns from the true channel's rewards where to
+depart from it (e.g. where the twin is stale).  At episode end,
 ``episode_summary``: ``return``, ``length``, ``mean_sum_rate_bps_hz``,
 ``sensing_violation_rate``, ``mean_sensing_gain``, ``mean_twin_nmse``,
 ``unscaled_return``.
@@ -408,6 +418,7 @@ class RisIsacParams:
     observation_mode: str = "channels"
     reward_scale: str = "none"
     expert: str = "none"
+    expert_residual: float = 0.0
 
     def __post_init__(self) -> None:
         check_field(self, "num_bs_antennas", low=1, high=256, integer=True)
@@ -451,6 +462,12 @@ class RisIsacParams:
         check_choice(self, "observation_mode", OBSERVATION_MODES)
         check_choice(self, "reward_scale", REWARD_SCALES)
         check_choice(self, "expert", EXPERTS)
+        check_field(self, "expert_residual", low=0.0, high=2.0)
+        if self.expert_residual > 0 and self.expert == "none":
+            raise ValueError(
+                f"RisIsacParams.expert_residual = {self.expert_residual!r} is invalid with expert = 'none': "
+                f"the action corrects the expert's, so it needs expert='ao_twin'"
+            )
         if self.target_via_ris and not self.ris_present:
             raise ValueError(
                 "RisIsacParams.target_via_ris = True is invalid with ris_present = False: "
@@ -516,10 +533,13 @@ class RisIsacParams:
     def observation_dim(self) -> int:
         M, N, K = self.num_bs_antennas, self.num_ris_elements, self.num_users
         if self.observation_mode == "cascade":
-            return 2 * (N * M + K * N * M + K * M) + 3
-        if self.observation_mode == "cascade_gains":
-            return 2 * (N * M + K * N * M + K * M) + 3 + K * K + K
-        return 2 * (N * M + K * N + K * M) + 3
+            dim = 2 * (N * M + K * N * M + K * M) + 3
+        elif self.observation_mode == "cascade_gains":
+            dim = 2 * (N * M + K * N * M + K * M) + 3 + K * K + K
+        else:
+            dim = 2 * (N * M + K * N + K * M) + 3
+        # With expert_residual the expert's action for the slot is observed too.
+        return dim + (self.action_dim if self.expert_residual > 0 else 0)
 
     @property
     def cascade_reference_gain(self) -> float:
@@ -992,6 +1012,7 @@ class RisIsacKernel(BatchedKernel):
         self._ris_position = np.asarray(p.ris_position_m, dtype=np.float64)
         self._geometry_cache = None
         self._expert = None  # expert="ao_twin": the optimiser, built on first use
+        self._expert_cache = None  # expert_residual: the expert's action for the observed state
         # Normalised twin channels of the last observation (reused by the next step).
         self._twin_observed = None
 
@@ -1153,15 +1174,25 @@ class RisIsacKernel(BatchedKernel):
                 direct.reshape(B, -1) / self._obs_scale[2],
             ]
             channels = np.concatenate([x for z in parts for x in (z.real, z.imag)], axis=1)
+        parts = [channels, extra]
         if p.observation_mode == "cascade_gains":
-            gains = alignment_gain_features(p, *twin)
-            return np.concatenate([channels, extra, gains], axis=1).astype(np.float32)
-        return np.concatenate([channels, extra], axis=1).astype(np.float32)
+            parts.append(alignment_gain_features(p, *twin))
+        self._expert_cache = None
+        if p.expert_residual > 0:
+            # The expert's action for this state: observed, and what the next action corrects.
+            self._expert_cache = self._expert_actions()
+            parts.append(self._expert_cache)
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
     # -- step ------------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
         p = self.params
         B, T = self.num_envs, p.episode_slots
+        expert = None
+        if p.expert_residual > 0:
+            expert = self._expert_cache if self._expert_cache is not None else self._expert_actions()
+            # The played action: the expert's, corrected by the agent (clipped to the box).
+            actions = np.clip(expert + p.expert_residual * np.asarray(actions, dtype=np.float64), -1.0, 1.0)
         if p.action_mode != "raw":
             # Closed-form precoders on the twin's estimate (what the BS knows); scored on the truth.
             precoder, theta = phase_action_to_design(p, actions, *self.twin_channels(), self.target_sin())
@@ -1191,7 +1222,9 @@ class RisIsacKernel(BatchedKernel):
             "unscaled_reward": out["reward"],
         }
         if p.expert == "ao_twin":
-            info["expert_action"] = self._expert_actions()
+            info["expert_action"] = expert if expert is not None else self._expert_actions()
+        if p.expert_residual > 0:
+            info["played_action"] = actions.astype(np.float32)
         self.sum_rate_total += out["sum_rate"]
         self.unscaled_total += out["reward"]
         self.violations += violation

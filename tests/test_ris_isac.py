@@ -667,6 +667,7 @@ OPTIONS = [
     dict(action_mode="alignment", precoder="rzf", observation_mode="channels"),
     dict(action_mode="alignment", observation_mode="cascade_gains", reward_scale="per_user"),
     dict(action_mode="alignment", expert="ao_twin"),
+    dict(action_mode="alignment", observation_mode="cascade_gains", expert="ao_twin", expert_residual=0.5),
 ]
 
 
@@ -956,6 +957,44 @@ def test_expert_action_is_the_twin_fed_alternating_optimisation(mode):
     baseline = AlternatingOptimisation(env)
     np.testing.assert_allclose(env.step(baseline.predict(obs)[0])[4]["expert_action"], baseline.predict(obs)[0],
                                atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["raw", "alignment"])
+def test_expert_residual_plays_the_expert_corrected_by_the_action(mode):
+    """expert_residual=r: the env plays clip(expert + r a); a = 0 is ao_twin; the expert is observed."""
+    options = dict(action_mode=mode, expert="ao_twin", episode_slots=4)
+    residual = gym.make_vec(ENV_ID, num_envs=3, expert_residual=0.5, **options)
+    plain = gym.make_vec(ENV_ID, num_envs=3, **options)
+    obs, _ = residual.reset(seed=2)
+    ref, _ = plain.reset(seed=2)
+    p = residual.unwrapped.kernel.params
+    space = residual.single_observation_space
+    assert space.shape == (plain.single_observation_space.shape[0] + p.action_dim,)
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        assert all(space.contains(o) for o in obs)
+        np.testing.assert_array_equal(obs[:, : ref.shape[1]], ref)
+        expert = obs[:, ref.shape[1]:]
+        a = np.zeros((3, p.action_dim), dtype=np.float32) if step < 2 else rng.uniform(
+            -1, 1, (3, p.action_dim)).astype(np.float32)
+        played = np.clip(expert.astype(np.float64) + 0.5 * a, -1, 1)
+        obs, r_res, _, _, info = residual.step(a)
+        np.testing.assert_allclose(info["expert_action"], expert)
+        np.testing.assert_allclose(info["played_action"], played, atol=1e-7)
+        ref, r_plain, _, _, info_plain = plain.step(info["played_action"])
+        np.testing.assert_allclose(r_res, r_plain, rtol=1e-6)
+        assert all(residual.single_action_space.contains(x) for x in info["played_action"])
+
+
+@pytest.mark.parametrize("value", [-0.1, 2.5, float("nan")])
+def test_bad_expert_residual_raises(value):
+    with pytest.raises(ValueError, match="expert_residual"):
+        RisIsacParams(expert="ao_twin", expert_residual=value)
+
+
+def test_expert_residual_needs_the_expert():
+    with pytest.raises(ValueError, match="expert_residual = 0.5 is invalid with expert = 'none'"):
+        RisIsacParams(expert_residual=0.5)
 
 
 @pytest.mark.parametrize("option, value", [
