@@ -26,6 +26,11 @@ policy in general:
 * :func:`fluid_lp_bound` (``BOUND``): the same costs in an LP with the device and edge
   CPUs' capacities over deadline windows -- tighter, and still loose under load, as
   it leaves out shared bands and queueing delay (docs/task_offloading.md has the gaps).
+
+and one multi-slot reference *policy*, :class:`HindsightRolloutPolicy`
+(``HINDSIGHT_BASELINES``): greedy improved by rollouts over the episode's known
+future; never below greedy, episode by episode, and attainable, so the true
+optimum lies between it and ``fluid_lp`` (a heuristic reference, not a bound).
 """
 
 from __future__ import annotations
@@ -187,6 +192,73 @@ class OneSlotOptimumPolicy(_OffloadingBaseline):
         self._check_batch(obs)
         rows = [self.joint[int(np.argmax(self.slot_rewards(i)))] for i in range(obs.shape[0])]
         return np.stack(rows)
+
+
+class HindsightRolloutPolicy(_OffloadingBaseline):
+    """Rollout of the greedy rule with the episode's known future: a multi-slot reference policy.
+
+    Every episode's tasks, positions and fading are drawn at reset, so the rest of an
+    episode is a deterministic function of the placements.  In each slot the devices
+    with a task decide in index order; device ``u`` tries every feasible placement
+    (the others keep their choices so far, the later devices greedy's), plays each
+    on a clone of the instance (the kernel's own step, so costs are exact) and rolls
+    the remaining slots out with :class:`GreedyLatencyPolicy`; it keeps the placement
+    of the cheapest continuation (Bertsekas' rollout algorithm).  The current choice
+    is always a candidate and greedy continues every state the same way, so the
+    cheapest continuation never gets worse from one decision to the next: the episode
+    return is at least greedy's, episode by episode (tested).  A policy, so what it
+    reaches is attainable; it sees the future (an oracle), so it is a reference for
+    the headroom beyond greedy, not a bound (``fluid_lp`` is the bound).
+
+    Cost: one greedy rollout of the remaining slots per placement tried, about
+    ``T^2 U p_task (E + 2) / 2`` kernel steps per episode (seconds per ``medium``
+    episode); ``max_devices`` (default 20) rejects larger presets.
+    """
+
+    name = "hindsight_rollout"
+    max_devices: int = 20
+
+    def __init__(self, env, seed=None):
+        super().__init__(env, seed)
+        if self.num_devices > self.max_devices:
+            raise ValueError(
+                f"{self.name}: num_devices = {self.num_devices} is too large for the rollout "
+                f"(allowed: at most {self.max_devices}; the cost grows as T^2 U)"
+            )
+
+    def continuation_returns(self, i: int, joint: np.ndarray) -> np.ndarray:
+        """Return of this slot plus greedy's rest of the episode, for each joint action (rows) in instance ``i``."""
+        clone = self.kernel.clone_instance(i, len(joint))
+        greedy = GreedyLatencyPolicy(clone)
+        total = np.zeros(len(joint))
+        actions = joint
+        while True:
+            _, reward, terminated, truncated, _ = clone.step(actions)
+            total += reward
+            if (terminated | truncated).all():
+                return total
+            actions = greedy.act(np.zeros((len(joint), 1)))
+
+    def act(self, obs):
+        self._check_batch(obs)
+        k: TaskOffloadingKernel = self.kernel
+        U, C = self.num_devices, self.params.num_choices
+        greedy = GreedyLatencyPolicy(k).act(obs)
+        present = k.current_tasks()["present"]
+        mask = k.action_masks().reshape(k.num_envs, U, C)
+        out = greedy.copy()
+        for i in range(k.num_envs):
+            for u in np.flatnonzero(present[i]):
+                options = np.flatnonzero(mask[i, u])
+                joint = np.repeat(out[i][None], len(options), axis=0)
+                joint[:, u] = options
+                values = self.continuation_returns(i, joint)
+                # Ties keep the current choice (greedy's), so the result is deterministic.
+                current = int(np.flatnonzero(options == out[i, u])[0])
+                best = int(np.argmax(values))
+                if values[best] > values[current]:
+                    out[i, u] = options[best]
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -357,6 +429,8 @@ BASELINES = {
 #: Exact per-slot optimum, only for ``num_devices <= 4`` (e.g. ``params="small"``);
 #: kept out of ``BASELINES`` because it cannot be built for the default preset.
 EXACT_BASELINES = {OneSlotOptimumPolicy.name: OneSlotOptimumPolicy}
+#: Policies that know the episode's future (oracles; references for the headroom, not bounds).
+HINDSIGHT_BASELINES = {HindsightRolloutPolicy.name: HindsightRolloutPolicy}
 #: Certified upper bound on the episode return: the fluid LP relaxation over the episode's known
 #: tasks, positions and fading (:func:`fluid_lp_bound`; the one-slot optimum is exact per slot only).
 #: Returns are negative: "share of bound" = mean return / mean bound is a cost ratio >= 1.

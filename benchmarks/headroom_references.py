@@ -3,11 +3,13 @@
 ModelCaching-v0: system cost of cloud-only, LFU, LC and the Belady-style ``hindsight``
 heuristic against the certified hindsight LP bound (``BOUND``), and each policy's share of
 the bound's saving over cloud-only.  TaskOffloading-v0: return of greedy (and the one-slot
-optimum on ``small``) against the certified multi-slot bounds (``fluid_lp`` = ``BOUND``,
-and the looser contention-free one).  Held-out evaluation seeds ``1_000_000 + i``; mean and
+optimum on ``small``) and of the ``hindsight_rollout`` reference policy (greedy improved by
+rollouts over the known episode; ``small`` and ``medium``) against the certified multi-slot
+bounds (``fluid_lp`` = ``BOUND``, and the looser contention-free one).  Held-out evaluation seeds ``1_000_000 + i``; mean and
 95 % t-interval over episodes.
 
     python benchmarks/headroom_references.py --episodes 16
+    python benchmarks/headroom_references.py --families task_offloading --presets small medium --episodes 8
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def task_offloading(n: int, presets: list[str]) -> None:
         rows = {"greedy": returns(env_id, to.BASELINES["greedy"], n, kwargs)}
         if preset == "small":
             rows["one_slot_optimum"] = returns(env_id, to.OneSlotOptimumPolicy, n, kwargs)
+        if kernel.params.num_devices <= to.HindsightRolloutPolicy.max_devices:
+            t = time.perf_counter()
+            rows["hindsight_rollout (reference)"] = returns(env_id, to.HindsightRolloutPolicy, n, kwargs)
+            print(f"hindsight_rollout: {time.perf_counter() - t:.0f} s for {n} episodes")
         rows["all_cloud"] = returns(env_id, to.BASELINES["all_cloud"], n, kwargs)
         rows["fluid_lp (certified bound)"] = fluid
         rows["contention_free (certified)"] = free
@@ -82,9 +88,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
+    parser.add_argument("--families", nargs="+", default=["model_caching", "task_offloading"],
+                        choices=["model_caching", "task_offloading"])
     args = parser.parse_args()
-    model_caching(args.episodes)
-    task_offloading(args.episodes, args.presets)
+    if "model_caching" in args.families:
+        model_caching(args.episodes)
+    if "task_offloading" in args.families:
+        task_offloading(args.episodes, args.presets)
 
 
 if __name__ == "__main__":

@@ -530,6 +530,48 @@ def test_fluid_bound_is_above_the_brute_force_optimum_of_tiny_episodes():
         assert total.max() >= 1.5 * fluid  # not vacuous (returns are negative)
 
 
+def test_hindsight_rollout_lies_between_greedy_and_the_brute_force_optimum():
+    """The rollout reference is at least greedy's return and at most the exact episode optimum."""
+    import itertools
+
+    from gentwin.baselines.task_offloading import GreedyLatencyPolicy, HindsightRolloutPolicy
+
+    params = TaskOffloadingParams(num_devices=2, num_edges=1, episode_slots=3, task_arrival_prob=0.9,
+                                  area_m=300.0, edge_cpu_hz=4e9)
+    joint = np.array(list(itertools.product(range(3), repeat=6))).reshape(-1, 3, 2)
+    strictly = 0
+    for seed in range(8):
+        k = TaskOffloadingKernel(params, 1)
+        k.reset(seed=seed)
+        clone = k.clone_instance(0, len(joint))
+        total = np.zeros(len(joint))
+        for t in range(3):
+            total += clone.step(joint[:, t])[1]
+        rollout = _episode_return(k, HindsightRolloutPolicy(k))[0]
+        k.reset(seed=seed)
+        greedy = _episode_return(k, GreedyLatencyPolicy(k))[0]
+        assert greedy <= rollout + 1e-12 and rollout <= total.max() + 1e-12
+        strictly += rollout > greedy + 1e-9
+    assert strictly >= 1  # it does improve on greedy somewhere
+
+
+def test_hindsight_rollout_is_never_below_greedy_on_small_episodes():
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import BOUND, GreedyLatencyPolicy, HindsightRolloutPolicy
+    from gentwin.envs.task_offloading import PRESETS
+
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], episode_slots=25), 3)
+    k.reset(seed=11)
+    fluid = BOUND.value(k)
+    rollout = _episode_return(k, HindsightRolloutPolicy(k))
+    k.reset(seed=11)
+    greedy = _episode_return(k, GreedyLatencyPolicy(k))
+    assert np.all(greedy <= rollout + 1e-12) and np.all(rollout <= fluid)
+    with pytest.raises(ValueError, match="num_devices = 100 is too large for the rollout"):
+        HindsightRolloutPolicy(TaskOffloadingKernel("large", 1))
+
+
 @pytest.mark.parametrize("preset, overrides", [("small", {"episode_slots": 30}), ("medium", {"episode_slots": 20})])
 def test_no_baseline_beats_the_multi_slot_bounds(preset, overrides):
     import dataclasses
