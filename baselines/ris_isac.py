@@ -188,6 +188,18 @@ class _RisIsacBaseline(Baseline):
             return design_to_phase_action(self.params, precoder, theta, twin=twin)
         return design_to_action(self.params, precoder, theta)
 
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
+        """As :meth:`Baseline.predict`; with ``expert_residual = r > 0`` the action is turned into the
+        correction the env applies to its expert, ``clip((a - expert) / r, -1, 1)`` (the expert's action
+        ends the observation): the played action is the baseline's wherever it is within ``r`` of the
+        expert's in every entry, and the nearest playable one elsewhere."""
+        actions, state = super().predict(observation, state, episode_start, deterministic, action_masks)
+        r = self.params.expert_residual
+        if r > 0:
+            expert = np.asarray(observation, dtype=np.float64)[..., -self.params.action_dim:]
+            actions = np.clip((actions - expert) / r, -1.0, 1.0).astype(np.float32)
+        return actions, state
+
     def twin_view(self, obs: np.ndarray):
         """Twin channels ``(H_d, H_r, G)`` and target ``sin`` from observations."""
         direct, ris_user, bs_ris, target_sin, _ = decode_observation(self.params, obs)

@@ -986,6 +986,25 @@ def test_expert_residual_plays_the_expert_corrected_by_the_action(mode):
         assert all(residual.single_action_space.contains(x) for x in info["played_action"])
 
 
+def test_baselines_play_their_own_design_through_the_residual():
+    """With expert_residual, a baseline's action is converted to the correction that plays it."""
+    options = dict(action_mode="alignment", expert="ao_twin", episode_slots=3)
+    for r in (0.5, 2.0):
+        residual = gym.make_vec(ENV_ID, num_envs=3, expert_residual=r, **options)
+        plain = gym.make_vec(ENV_ID, num_envs=3, **options)
+        obs, _ = residual.reset(seed=8)
+        ref, _ = plain.reset(seed=8)
+        for name in ("ao_twin", "random_phase_mrt"):
+            a_res = BASELINES[name](residual, seed=0).predict(obs)[0]
+            a_plain = BASELINES[name](plain, seed=0).predict(ref)[0]
+            expert = obs[:, ref.shape[1]:]
+            played = np.clip(expert + r * a_res.astype(np.float64), -1, 1)
+            if name == "ao_twin" or r == 2.0:  # within reach: exactly the baseline's own action
+                np.testing.assert_allclose(played, a_plain, atol=1e-5)
+            else:  # the nearest playable action, entry by entry
+                np.testing.assert_allclose(played, np.clip(a_plain, expert - r, expert + r), atol=1e-5)
+
+
 @pytest.mark.parametrize("value", [-0.1, 2.5, float("nan")])
 def test_bad_expert_residual_raises(value):
     with pytest.raises(ValueError, match="expert_residual"):
