@@ -17,7 +17,9 @@ resolved settings, wall time, machine load, and the evaluation summaries.
     python benchmarks/results_table.py          # rewrite docs/benchmark_results.md from the records
 
 A run whose (label, id, env kwargs, timesteps, n_envs, seed, hyperparameters) is
-already recorded is skipped, so an interrupted series resumes.  Runs are
+already recorded is skipped, so an interrupted series resumes.  After a fix to a
+baseline, the same command with ``--rebaseline`` re-evaluates the baselines of those
+recorded runs (nothing is trained) and notes the commit in each record.  Runs are
 single-threaded (``torch.set_num_threads(1)``) unless ``--threads`` says otherwise.
 """
 
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--records", default=str(DEFAULT_RECORDS))
     parser.add_argument("--log-root", default=str(ROOT / "runs" / "benchmarks"))
+    parser.add_argument("--rebaseline", action="store_true",
+                        help="train nothing: re-evaluate the baselines of the already recorded runs of this "
+                             "label and settings with the current code (after a baseline fix) and rewrite "
+                             "their records, noting the commit")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -108,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     records_path = Path(args.records)
     records_path.parent.mkdir(parents=True, exist_ok=True)
     done = {_run_key(r) for r in load_records(records_path)}
+
+    if args.rebaseline:
+        return _rebaseline(args, records_path, label, env_kwargs, timesteps, n_envs, {**file_hp, **overrides})
 
     for seed in args.seeds:
         hyperparams = {**file_hp, **overrides}
@@ -157,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             "bound": _bound_summary(result),
             "command": shlex.join(["python", "benchmarks/learning.py", *one_seed]),
             "train_command": shlex.join(train_cmd),
+            # Where train() saved the model (under --log-root; not in the repository): what
+            # benchmarks/ris_isac.py --parts twin_study deploys on other twins.
+            "run_dir": str(result.run_dir),
             "git_commit": _git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -164,6 +176,43 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(record, default=float) + "\n")
         shown = {k: round(v, 4) for k, v in record["agent"].items() if k not in ("length",)}
         print(f"{label} seed {seed}: {shown} ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
+    return 0
+
+
+def _rebaseline(args, records_path: Path, label: str, env_kwargs: dict, timesteps: int, n_envs: int,
+                hyperparams: dict) -> int:
+    """``--rebaseline``: new baseline evaluations for the recorded runs of these settings and ``--seeds``.
+
+    The agent's evaluation, the bound and everything else in a record stay as they were;
+    ``baselines_reevaluated`` says when and at which commit the baselines were replaced.
+    """
+    from gentwin.training import TrainConfig, evaluate_baselines
+
+    records = load_records(records_path)
+    changed = 0
+    for rec in records:
+        probe = {"label": label, "env_id": args.env, "env_kwargs": env_kwargs, "timesteps": timesteps,
+                 "n_envs": n_envs, "seed": rec["seed"], "hyperparams": hyperparams}
+        if rec["seed"] not in args.seeds or _run_key(rec) != _run_key(probe):
+            continue
+        # The same evaluation train() runs (its seeds, episodes and baselines), with today's code.
+        config = TrainConfig(env_id=args.env, algo=rec["algo"], env_kwargs=env_kwargs,
+                             eval_episodes=rec["eval_episodes"], eval_seed=rec["eval_seed"],
+                             baselines=list(rec["baselines"]))
+        results, _ = evaluate_baselines(config)
+        fresh = {name: _summaries(res) for name, res in results.items()}
+        rec["baselines"] = fresh
+        rec["baselines_reevaluated"] = {"git_commit": _git_commit(),
+                                        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        changed += 1
+        print(f"{label} seed {rec['seed']}: baselines re-evaluated "
+              f"{ {k: round(v['return'], 4) for k, v in fresh.items()} }", flush=True)
+    tmp = records_path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, default=float) + "\n")
+    tmp.replace(records_path)
+    print(f"{changed} record(s) rewritten", flush=True)
     return 0
 
 

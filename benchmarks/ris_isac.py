@@ -27,6 +27,14 @@ V-C).  Parts (``--parts``, run separately and combined with ``report``):
   0.01): alternating optimisation fed the twin vs. perfect CSI vs. random phases.
   The physical channels of a seed do not depend on the twin, so every row is
   evaluated on the same channel realisations.
+* ``twin_study`` (issue 16): the agents recorded by ``benchmarks/learning.py`` under
+  ``--study-labels`` (their saved models) deployed unchanged on every twin setting of the
+  sweep, next to the twin-fed controllers on the same ``--eval-episodes`` episodes:
+  ``ao_twin`` (raw action), ``ao_twin``'s phases and power shares played through the
+  agents' formulation (``--study-formulation``), that formulation's all-(-1) action,
+  random phases with MRT, ``ao_perfect_csi``'s optimiser fed the twin, and
+  ``ao_perfect_csi`` itself.  Results go to ``--study-record`` (committed; resumable);
+  ``twin_report`` writes the study's block of docs/ris_isac.md and its plot.
 
 Slot decisions do not influence later channels (the channel evolves exogenously),
 so the agents are trained with ``gamma = 0`` (the per-slot reward is the whole
@@ -42,6 +50,8 @@ Run (the generated block of docs/ris_isac.md)::
     nice -n 10 python benchmarks/ris_isac.py --parts agents --timesteps 8000 --budget ppo=40000 \
         --seeds 0 1 --out /tmp/ris
     python benchmarks/ris_isac.py --parts report --out /tmp/ris --write-docs docs/ris_isac.md
+    python benchmarks/ris_isac.py --parts twin_study --study-labels "sac alignment" ...
+    python benchmarks/ris_isac.py --parts twin_report --write-docs docs/ris_isac.md
 
 Timings depend on the machine (and its load); the tables are results, not tests.
 """
@@ -77,8 +87,9 @@ def setting_name(kw: dict) -> str:
 
 
 def summarise(result) -> dict:
+    # In bit/s/Hz whatever the reward_scale (unscaled_return equals return without scaling).
     return {
-        "return": result.mean("return"),
+        "return": result.mean("unscaled_return"),
         "sum_rate": result.mean("mean_sum_rate_bps_hz"),
         "violation_rate": result.mean("sensing_violation_rate"),
         "twin_nmse": result.mean("mean_twin_nmse"),
@@ -318,6 +329,159 @@ def run_agents(args) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Twin study (issue 16): learned agents recorded by benchmarks/learning.py,
+# deployed on every twin setting of the sweep, next to the twin-fed controllers.
+# ---------------------------------------------------------------------------
+TWIN_FIELDS = ("twin_estimation_nmse", "twin_sync_period_slots")
+#: Left out of the formulation the study's baselines play: the twin, and the expert options
+#: (``expert`` alone only adds ``info["expert_action"]`` for training; with ``expert_residual``
+#: the agent corrects that expert, which is an agent's design on top of the same formulation).
+NOT_FORMULATION = TWIN_FIELDS + ("expert", "expert_residual")
+
+
+def deployment_kwargs(env_kwargs: dict, twin: dict) -> dict:
+    """A recorded agent's env options on another twin (the expert only where the agent corrects it)."""
+    out = {k: v for k, v in env_kwargs.items() if k not in TWIN_FIELDS}
+    if not out.get("expert_residual"):
+        out.pop("expert", None)  # only a training signal: evaluating without it changes nothing
+    return {**out, **twin}
+DEFAULT_STUDY = Path(__file__).resolve().parent / "records" / "ris_twin_study.json"
+LEARNING_RECORDS = Path(__file__).resolve().parent / "records" / "learning.jsonl"
+
+
+def twin_reference_class():
+    """``ao_perfect_csi``'s optimiser (8 restarts, SLSQP refinement, the env's reward) fed the twin.
+
+    The strongest twin-fed controller here: what a model-based BS that trusts its twin can
+    reach with the reference's own effort (a heuristic, not a bound).
+    """
+    from gentwin.baselines.ris_isac import PerfectCSIReference
+
+    class TwinFedReference(PerfectCSIReference):
+        name = "reference optimiser fed the twin"
+        requires_kernel = False
+
+        def channels(self, obs):
+            return self.twin_view(obs)
+
+    return TwinFedReference
+
+
+def _setting_of(env_kwargs: dict) -> dict:
+    from gentwin.envs.ris_isac import RisIsacParams
+
+    base = RisIsacParams()
+    return {k: env_kwargs.get(k, getattr(base, k)) for k in TWIN_FIELDS}
+
+
+def run_twin_study(args) -> dict:
+    """Evaluate every recorded agent of ``--study-labels`` on every twin setting (resumable).
+
+    The agents' models are the ones ``benchmarks/learning.py`` saved (``run_dir`` of each
+    record); the study file keeps the evaluations, so the report needs no model.
+    """
+    from gentwin.baselines.ris_isac import BASELINES
+    from gentwin.envs import make_sb3_vec_env
+    from gentwin.evaluation import evaluate_bound, evaluate_policy
+    from gentwin.training import load_model
+
+    path = args.study_record
+    study = json.loads(path.read_text()) if path.exists() else {}
+    n = args.eval_episodes
+    if study and study.get("eval_episodes") != n:
+        raise ValueError(f"--eval-episodes = {n} is invalid for {path}: it holds {study.get('eval_episodes')}")
+    study.setdefault("eval_episodes", n)
+    study.setdefault("baselines", {})
+    study.setdefault("agents", [])
+    records = [json.loads(line) for line in LEARNING_RECORDS.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["env_id"] == ENV_ID and r["label"] in args.study_labels]
+    if args.study_labels and not records:
+        raise ValueError(f"--study-labels = {args.study_labels!r} is invalid: no {ENV_ID} record in "
+                         f"{LEARNING_RECORDS} has one of these labels")
+    # The agents' formulation (their env options but the twin's), in which the baselines also play.
+    formulation = {k: v for k, v in args.study_formulation.items() if k not in NOT_FORMULATION}
+    if study.get("formulation", formulation) != formulation:
+        raise ValueError(f"--study-formulation = {formulation!r} is invalid for {path}: its baselines were "
+                         f"played in {study['formulation']!r}")
+    for r in records:
+        theirs = {k: v for k, v in r["env_kwargs"].items() if k not in NOT_FORMULATION}
+        if theirs != formulation:
+            raise ValueError(f"record {r['label']!r} seed {r['seed']} has env_kwargs {theirs!r}: the study's "
+                             f"formulation is {formulation!r} (--study-formulation)")
+    study["formulation"] = formulation
+
+    def save():
+        path.write_text(json.dumps(study, indent=1, default=float) + "\n")
+
+    if "ao_perfect_csi" not in study:
+        # The physical channels do not depend on the twin: one oracle run serves every setting.
+        t = time.perf_counter()
+        res = evaluate_policy(BASELINES["ao_perfect_csi"](make_sb3_vec_env(ENV_ID, num_envs=1)), ENV_ID,
+                              n_episodes=n)
+        study["ao_perfect_csi"] = summarise(res) | {"seconds": time.perf_counter() - t}
+        study["bound"] = evaluate_bound(ENV_ID, n_episodes=n).mean()
+        save()
+        print(f"  ao_perfect_csi: {study['ao_perfect_csi']}", flush=True)
+    policies = {
+        "ao_twin": ({}, lambda venv: BASELINES["ao_twin"](venv, seed=0)),
+        "random_phase_mrt": ({}, lambda venv: BASELINES["random_phase_mrt"](venv, seed=0)),
+        "ao_twin, agents' formulation": (formulation, lambda venv: BASELINES["ao_twin"](venv, seed=0)),
+        "equal shares, agents' formulation": (formulation, None),
+    }
+    if args.study_twin_reference:
+        policies["reference optimiser fed the twin"] = ({}, lambda venv: twin_reference_class()(venv, seed=0))
+    for kw in twin_settings():
+        row = study["baselines"].setdefault(setting_name(kw), {})
+        for name, (extra, make) in policies.items():
+            if name in row:
+                continue
+            env_kwargs = {**extra, **kw}
+            venv = make_sb3_vec_env(ENV_ID, num_envs=1, **env_kwargs)
+            if make is None:  # the formulation's action 'every weight at -1': equal surface and power shares
+                policy = _ConstantPolicy(-np.ones(venv.action_space.shape, dtype=np.float32))
+            else:
+                policy = make(venv)
+            t = time.perf_counter()
+            res = evaluate_policy(policy, ENV_ID, n_episodes=n, env_kwargs=env_kwargs)
+            row[name] = summarise(res) | {"seconds": time.perf_counter() - t}
+            save()
+            print(f"  {setting_name(kw)} {name}: {row[name]}", flush=True)
+    done = {(a["label"], a["seed"], json.dumps(a["train_twin"], sort_keys=True)) for a in study["agents"]}
+    for rec in records:
+        train_twin = _setting_of(rec["env_kwargs"])
+        key = (rec["label"], rec["seed"], json.dumps(train_twin, sort_keys=True))
+        if key in done:
+            continue
+        model_path = Path(rec.get("run_dir", "")) / "model.zip"
+        if not model_path.exists():
+            print(f"  {rec['label']} seed {rec['seed']}: no saved model at {model_path}, skipped", flush=True)
+            continue
+        model = load_model(rec["algo"], model_path, device="cpu")
+        per_setting = {}
+        for kw in twin_settings():
+            env_kwargs = deployment_kwargs(rec["env_kwargs"], kw)
+            per_setting[setting_name(kw)] = summarise(evaluate_policy(model, ENV_ID, n_episodes=n,
+                                                                      env_kwargs=env_kwargs))
+        study["agents"].append({"label": rec["label"], "algo": rec["algo"], "seed": rec["seed"],
+                                "train_twin": train_twin, "timesteps": rec["timesteps"],
+                                "command": rec["command"], "cpu_s": rec["cpu_s"], "per_setting": per_setting})
+        save()
+        print(f"  {rec['label']} seed {rec['seed']} trained at {setting_name(train_twin)}: "
+              f"{ {k: round(v['return'], 1) for k, v in per_setting.items()} }", flush=True)
+    return {"study_record": str(path), "agents": len(study["agents"])}
+
+
+class _ConstantPolicy:
+    """Plays one fixed action everywhere (SB3's ``predict`` interface)."""
+
+    def __init__(self, action: np.ndarray):
+        self.action = action
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return np.broadcast_to(self.action, (len(obs), *self.action.shape)).copy(), None
+
+
+# ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 def report(out_dir: Path) -> str:
@@ -423,6 +587,125 @@ def report(out_dir: Path) -> str:
     return "\n".join(L) + "\n"
 
 
+def _interval(values) -> tuple[float, float]:
+    from gentwin.stats import t_interval
+
+    st = t_interval(values)
+    return st.mean, st.half_width
+
+
+def twin_study_groups(study: dict) -> dict:
+    """Agents by (label, training twin): the seeds' evaluations on every setting."""
+    groups: dict = {}
+    for a in study["agents"]:
+        groups.setdefault((a["label"], setting_name(a["train_twin"])), []).append(a)
+    return groups
+
+
+def twin_study_report(study: dict, plot_name: str | None = None) -> str:
+    """Markdown of the twin study (the second generated block of docs/ris_isac.md)."""
+    ref = study["ao_perfect_csi"]["return"]
+    n = study["eval_episodes"]
+    groups = twin_study_groups(study)
+    form = ", ".join(f"{k}={v}" for k, v in study["formulation"].items())
+    L = [f"{n} held-out episodes x 50 slots per twin setting (`EVAL_SEED`; the same physical channels in "
+         f"every setting).  `ao_perfect_csi` (perfect CSI, strong heuristic reference): {ref:.1f}; certified "
+         f"bound {study['bound']:.1f}.  Agents: mean ± 95% Student-t interval over seeds of the return; "
+         f"formulation of the agents: {form}.  Each agent group says which twin it was trained on "
+         f"(`trained at`); it is deployed unchanged on every setting.", ""]
+    base_names = list(next(iter(study["baselines"].values())).keys())
+    settings = list(study["baselines"])
+    L += ["| policy | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    L.append("| observed twin NMSE | " + " | ".join(f"{study['baselines'][k]['ao_twin']['twin_nmse']:.3f}"
+                                                  for k in settings) + " |")
+    for b in base_names:
+        L.append(f"| {b} | " + " | ".join(f"{study['baselines'][k][b]['return']:.1f} "
+                                          f"({100 * study['baselines'][k][b]['return'] / ref:.0f}%)"
+                                          for k in settings) + " |")
+    for (label, tw), runs in groups.items():
+        cells = []
+        for k in settings:
+            m, h = _interval([r["per_setting"][k]["return"] for r in runs])
+            viol = np.mean([r["per_setting"][k]["violation_rate"] for r in runs])
+            cells.append(f"{m:.1f} ± {h:.1f} ({100 * m / ref:.0f}%" + (f", viol. {100 * viol:.1f}%" if viol else "")
+                         + ")")
+        L.append(f"| **{label}** (trained at {tw}, {len(runs)} seeds) | " + " | ".join(cells) + " |")
+    L += ["", "Percentages are of `ao_perfect_csi`.  `ao_twin`: the alternating optimisation fed the twin (its "
+              "WMMSE precoders, the raw action); `ao_twin, agents' formulation`: its phases (fitted) and power "
+              "shares played through the agents' closed form; `equal shares`: the formulation's all-(-1) action; "
+              "`reference optimiser fed the twin`: `ao_perfect_csi`'s optimiser run on the twin's estimate."]
+    # Goals of issue 16.
+    best = max(groups.items(), key=lambda kv: np.mean([r["per_setting"][setting_name(dict(
+        twin_estimation_nmse=0.01, twin_sync_period_slots=4))]["return"] for r in kv[1]]), default=None)
+    if best:
+        (label, tw), runs = best
+        L += ["", f"Goals (best group at the default twin: {label}, trained at {tw}):", ""]
+        default = setting_name(dict(twin_estimation_nmse=0.01, twin_sync_period_slots=4))
+        m, h = _interval([r["per_setting"][default]["return"] for r in runs])
+        viol = max(r["per_setting"][default]["violation_rate"] for r in runs)
+        L.append(f"* default twin: {m:.1f} ± {h:.1f} = {100 * m / ref:.1f}% of `ao_perfect_csi` (goal 90%: "
+                 f"{'met' if m >= 0.9 * ref else 'not met'}), sensing violations at most {100 * viol:.2f}% of slots "
+                 f"(goal <= 1%).")
+        for T in (10, 20):
+            setting = setting_name(dict(twin_estimation_nmse=0.01, twin_sync_period_slots=T))
+            ao = study["baselines"][setting]["ao_twin"]["return"]
+            ao_form = study["baselines"][setting]["ao_twin, agents' formulation"]["return"]
+            here = [(label, runs)] + [(lab, rs) for (lab, t), rs in groups.items() if t == setting]
+
+            def verdict(m, h, x):
+                return "beats" if m - h > x else ("ties with" if m + h >= x else "stays below")
+
+            for lab, rs in here:
+                m, h = _interval([r["per_setting"][setting]["return"] for r in rs])
+                L.append(f"* refresh every {T} slots: {lab} (trained at {setting_name(rs[0]['train_twin'])}) "
+                         f"{m:.1f} ± {h:.1f}: {verdict(m, h, ao)} AO fed the same twin ({ao:.1f}); "
+                         f"{verdict(m, h, ao_form)} that AO's phases and power shares played through the "
+                         f"agents' closed form ({ao_form:.1f}).")
+    if plot_name:
+        L += ["", f"![return against twin staleness](img/{plot_name})"]
+    return "\n".join(L) + "\n"
+
+
+def plot_twin_study(study: dict, path: Path) -> None:
+    """Return against twin staleness, every policy: estimation error (left), refresh period (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = study["ao_perfect_csi"]["return"]
+    groups = twin_study_groups(study)
+    panels = [("twin estimation NMSE (refreshed every slot)", [dict(twin_estimation_nmse=e, twin_sync_period_slots=1)
+                                                                  for e in NMSE_SWEEP], NMSE_SWEEP),
+              ("twin refresh period [slots] (NMSE 0.01)", [dict(twin_estimation_nmse=0.01, twin_sync_period_slots=t)
+                                                           for t in SYNC_SWEEP], SYNC_SWEEP)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, (title, settings, xs) in zip(axes, panels):
+        names = [setting_name(kw) for kw in settings]
+        ax.axhline(ref, color="k", lw=1, ls="--", label="ao_perfect_csi (perfect CSI)")
+        for b in next(iter(study["baselines"].values())):
+            ax.plot(xs, [study["baselines"][k][b]["return"] for k in names], marker="o", lw=1, label=b)
+        for (label, tw), runs in groups.items():
+            stats = [_interval([r["per_setting"][k]["return"] for r in runs]) for k in names]
+            m, h = np.array(stats).T
+            ax.errorbar(xs, m, yerr=h, marker="s", lw=2, capsize=3, label=f"{label} (trained at {tw})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xscale("symlog", linthresh=0.01 if xs is NMSE_SWEEP else 1)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"return per episode (sum rate, bit/s/Hz x 50 slots; {study['eval_episodes']} episodes)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("RisIsac-v0: learned agents and twin-fed controllers against twin staleness", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+STUDY_BEGIN = begin_marker("ris_isac.py --parts twin_study")
+PLOT_NAME = "ris_isac_twin_study.png"
+
+
 BEGIN, END = begin_marker("ris_isac.py"), docblock.END
 
 
@@ -433,7 +716,7 @@ def write_docs(path: Path, text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["throughput", "baselines", "reference", "sweep", "agents", "report"]
+    parts = ["throughput", "baselines", "reference", "sweep", "agents", "twin_study", "report", "twin_report"]
     parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--algos", nargs="+", default=["td3", "sac", "ppo", "diffusion"])
     parser.add_argument("--timesteps", type=int, default=8000)
@@ -447,19 +730,30 @@ def main() -> None:
     parser.add_argument("--climb-iterations", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gentwin_ris_isac",
                         help="folder of the per-part JSON results (read back by 'report')")
+    parser.add_argument("--study-labels", nargs="+", default=[],
+                        help="twin_study: labels of the RisIsac records of benchmarks/records/learning.jsonl "
+                             "to deploy on every twin setting")
+    parser.add_argument("--study-formulation", nargs="*", default=["action_mode=alignment",
+                        "observation_mode=cascade_gains", "reward_scale=per_user"], metavar="KEY=VALUE",
+                        help="twin_study: the agents' env options (every study label must have them)")
+    parser.add_argument("--study-record", type=Path, default=DEFAULT_STUDY,
+                        help="twin_study / twin_report: the study's results (resumable)")
+    parser.add_argument("--no-study-twin-reference", dest="study_twin_reference", action="store_false",
+                        help="twin_study: skip the reference optimiser fed the twin (about 17 s per episode)")
     parser.add_argument("--write-docs", type=Path, default=None,
                         help="with 'report': rewrite the generated block of this Markdown file")
     args = parser.parse_args()
     args.budget = {k: int(v) for k, v in (item.split("=") for item in args.budget)}
+    args.study_formulation = dict(item.split("=", 1) for item in args.study_formulation)
 
     import torch
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     runners = {"throughput": run_throughput, "baselines": run_baselines, "reference": run_reference,
-               "sweep": run_sweep, "agents": run_agents}
+               "sweep": run_sweep, "agents": run_agents, "twin_study": run_twin_study}
     for part in args.parts:
-        if part == "report":
+        if part in ("report", "twin_report"):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {part}", flush=True)
         t = time.perf_counter()
@@ -474,6 +768,13 @@ def main() -> None:
         print(text)
         if args.write_docs:
             write_docs(args.write_docs, text)
+    if "twin_report" in args.parts:
+        study = json.loads(args.study_record.read_text())
+        text = twin_study_report(study, PLOT_NAME if args.write_docs else None)
+        print(text)
+        if args.write_docs:
+            plot_twin_study(study, args.write_docs.parent / "img" / PLOT_NAME)
+            docblock.write_block(args.write_docs, text, STUDY_BEGIN, END)
 
 
 if __name__ == "__main__":
