@@ -458,10 +458,22 @@ def run_twin_study(args) -> dict:
             continue
         model = load_model(rec["algo"], model_path, device="cpu")
         per_setting = {}
-        for kw in twin_settings():
-            env_kwargs = deployment_kwargs(rec["env_kwargs"], kw)
-            per_setting[setting_name(kw)] = summarise(evaluate_policy(model, ENV_ID, n_episodes=n,
-                                                                      env_kwargs=env_kwargs))
+        try:
+            for kw in twin_settings():
+                env_kwargs = deployment_kwargs(rec["env_kwargs"], kw)
+                per_setting[setting_name(kw)] = summarise(evaluate_policy(model, ENV_ID, n_episodes=n,
+                                                                          env_kwargs=env_kwargs))
+        except ValueError as err:  # another formulation's model (e.g. its observation size)
+            print(f"  {rec['label']} seed {rec['seed']}: the model at {model_path} does not fit this run "
+                  f"({err}), skipped (benchmarks/learning.py --restore-models)", flush=True)
+            continue
+        # The model must be the record's: on its own twin it reproduces the recorded evaluation.
+        own = per_setting[setting_name(train_twin)]["return"]
+        if abs(own - rec["agent"]["unscaled_return"]) > 1e-6 * abs(rec["agent"]["unscaled_return"]):
+            print(f"  {rec['label']} seed {rec['seed']}: the model at {model_path} gives {own:.4f} on its own "
+                  f"twin, the record {rec['agent']['unscaled_return']:.4f}: not this run's model, skipped "
+                  f"(benchmarks/learning.py --restore-models)", flush=True)
+            continue
         study["agents"].append({"label": rec["label"], "algo": rec["algo"], "seed": rec["seed"],
                                 "train_twin": train_twin, "timesteps": rec["timesteps"],
                                 "command": rec["command"], "cpu_s": rec["cpu_s"], "per_setting": per_setting})
@@ -679,25 +691,30 @@ def plot_twin_study(study: dict, path: Path) -> None:
                                                                   for e in NMSE_SWEEP], NMSE_SWEEP),
               ("twin refresh period [slots] (NMSE 0.01)", [dict(twin_estimation_nmse=0.01, twin_sync_period_slots=t)
                                                            for t in SYNC_SWEEP], SYNC_SWEEP)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2), sharey=True)
+    colours = plt.get_cmap("tab20").colors
     for ax, (title, settings, xs) in zip(axes, panels):
         names = [setting_name(kw) for kw in settings]
+        c = iter(colours)
         ax.axhline(ref, color="k", lw=1, ls="--", label="ao_perfect_csi (perfect CSI)")
-        for b in next(iter(study["baselines"].values())):
-            ax.plot(xs, [study["baselines"][k][b]["return"] for k in names], marker="o", lw=1, label=b)
-        for (label, tw), runs in groups.items():
+        for b in next(iter(study["baselines"].values())):  # twin-fed controllers: thin dashed lines
+            ax.plot(xs, [study["baselines"][k][b]["return"] for k in names], marker="o", lw=1, ls="--",
+                    color=next(c), label=b)
+        for (label, tw), runs in groups.items():  # learned agents: mean and 95% interval over seeds
             stats = [_interval([r["per_setting"][k]["return"] for r in runs]) for k in names]
             m, h = np.array(stats).T
-            ax.errorbar(xs, m, yerr=h, marker="s", lw=2, capsize=3, label=f"{label} (trained at {tw})")
+            ax.errorbar(xs, m, yerr=h, marker="s", lw=2, capsize=3, color=next(c),
+                        label=f"{label} (trained at {tw}, {len(runs)} seeds)")
         ax.set_title(title, fontsize=10)
         ax.set_xscale("symlog", linthresh=0.01 if xs is NMSE_SWEEP else 1)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{x:g}" for x in xs])
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"return per episode (sum rate, bit/s/Hz x 50 slots; {study['eval_episodes']} episodes)")
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[0].set_ylabel(f"return per episode [bit/s/Hz x slots], {study['eval_episodes']} episodes")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7.5, frameon=False)
     fig.suptitle("RisIsac-v0: learned agents and twin-fed controllers against twin staleness", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
