@@ -74,6 +74,17 @@ def _run_key(rec: dict) -> tuple:
             rec["n_envs"], rec["seed"], json.dumps(rec["hyperparams"], sort_keys=True, default=str))
 
 
+def _log_root(args, probe: dict) -> str:
+    """A log root of its own for every run key: train() saves to <root>/<env>/<algo>/seed<k>, which
+    would otherwise be shared by every label and env setting of an algorithm (and overwritten)."""
+    import hashlib
+
+    key = json.dumps({k: probe[k] for k in ("env_kwargs", "timesteps", "n_envs", "hyperparams")},
+                     sort_keys=True, default=str)
+    slug = "".join(c if c.isalnum() else "_" for c in probe["label"])
+    return str(Path(args.log_root) / f"{slug}_{hashlib.sha1(key.encode()).hexdigest()[:10]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", required=True, help="environment id")
@@ -91,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--records", default=str(DEFAULT_RECORDS))
     parser.add_argument("--log-root", default=str(ROOT / "runs" / "benchmarks"))
+    parser.add_argument("--restore-models", action="store_true",
+                        help="for the recorded runs of these settings whose saved model is missing or is not "
+                             "theirs (it does not reproduce the recorded evaluation), train them again into a "
+                             "run directory of their own, check that the evaluation is reproduced, and point "
+                             "the record at the model")
     parser.add_argument("--rebaseline", action="store_true",
                         help="train nothing: re-evaluate the baselines of the already recorded runs of this "
                              "label and settings with the current code (after a baseline fix) and rewrite "
@@ -117,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.rebaseline:
         return _rebaseline(args, records_path, label, env_kwargs, timesteps, n_envs, {**file_hp, **overrides})
+    if args.restore_models:
+        return _restore_models(args, records_path, label, env_kwargs, timesteps, n_envs, overrides,
+                               {**file_hp, **overrides})
 
     for seed in args.seeds:
         hyperparams = {**file_hp, **overrides}
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         config = TrainConfig(env_id=args.env, algo=args.algo, timesteps=timesteps, n_envs=n_envs, seed=seed,
                              env_kwargs=env_kwargs, hyperparams=overrides, eval_freq=0,
-                             eval_episodes=args.eval_episodes, log_root=args.log_root, progress_bar=False,
+                             eval_episodes=args.eval_episodes, log_root=_log_root(args, probe), progress_bar=False,
                              baselines=args.baselines if args.baselines is not None else "all")
         load_start = os.getloadavg()[0]
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -179,6 +198,79 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _matching(records: list[dict], args, label: str, env_kwargs: dict, timesteps: int, n_envs: int,
+              hyperparams: dict) -> list[dict]:
+    """The recorded runs of this label and these settings, for ``--seeds``."""
+    out = []
+    for rec in records:
+        probe = {"label": label, "env_id": args.env, "env_kwargs": env_kwargs, "timesteps": timesteps,
+                 "n_envs": n_envs, "seed": rec["seed"], "hyperparams": hyperparams}
+        if rec["seed"] in args.seeds and _run_key(rec) == _run_key(probe):
+            out.append(rec)
+    return out
+
+
+def _replace_records(records_path: Path, changed: list[dict]) -> None:
+    """Write ``changed`` over the records with their run keys, re-reading the file under a lock
+    (other series may have appended or changed records meanwhile)."""
+    import fcntl
+
+    fixed = {_run_key(r): r for r in changed}
+    with open(records_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = load_records(records_path)
+        tmp = records_path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            for rec in current:
+                fh.write(json.dumps(fixed.get(_run_key(rec), rec), default=float) + "\n")
+        tmp.replace(records_path)
+
+
+def _model_reproduces(rec: dict, path: Path) -> bool:
+    """Whether the model at ``path`` gives the record's evaluation (deterministic, same episodes)."""
+    from gentwin.evaluation import evaluate_policy
+    from gentwin.training import load_model
+
+    if not path.exists():
+        return False
+    model = load_model(rec["algo"], path, device="cpu")
+    try:
+        res = evaluate_policy(model, rec["env_id"], n_episodes=rec["eval_episodes"], seed=rec["eval_seed"],
+                              env_kwargs=rec["env_kwargs"])
+    except ValueError:  # e.g. another formulation's observation shape
+        return False
+    return all(abs(res.mean(k) - v) <= 1e-6 * max(1.0, abs(v)) for k, v in rec["agent"].items())
+
+
+def _restore_models(args, records_path: Path, label: str, env_kwargs: dict, timesteps: int, n_envs: int,
+                    overrides: dict, hyperparams: dict) -> int:
+    """``--restore-models``: the saved model of every recorded run of these settings, or a reproduced one."""
+    from gentwin.training import TrainConfig, train
+
+    records = load_records(records_path)
+    changed = 0
+    for rec in _matching(records, args, label, env_kwargs, timesteps, n_envs, hyperparams):
+        probe = {k: rec[k] for k in ("label", "env_id", "env_kwargs", "timesteps", "n_envs", "seed", "hyperparams")}
+        if _model_reproduces(rec, Path(rec.get("run_dir", "")) / "model.zip"):
+            print(f"{label} seed {rec['seed']}: saved model reproduces the record", flush=True)
+            continue
+        config = TrainConfig(env_id=args.env, algo=args.algo, timesteps=timesteps, n_envs=n_envs, seed=rec["seed"],
+                             env_kwargs=env_kwargs, hyperparams=overrides, eval_freq=0,
+                             eval_episodes=rec["eval_episodes"], log_root=_log_root(args, probe), progress_bar=False,
+                             baselines=[])
+        result = train(config, hyperparams_file=args.hyperparams)
+        same = _model_reproduces(rec, Path(result.run_dir) / "model.zip")
+        rec["run_dir"] = str(result.run_dir)
+        rec["model_restored"] = {"reproduces_record": same, "git_commit": _git_commit(),
+                                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        changed += 1
+        print(f"{label} seed {rec['seed']}: retrained into {result.run_dir}; reproduces the record: {same}",
+              flush=True)
+    _replace_records(records_path, [r for r in records if "model_restored" in r])
+    print(f"{changed} model(s) restored", flush=True)
+    return 0
+
+
 def _rebaseline(args, records_path: Path, label: str, env_kwargs: dict, timesteps: int, n_envs: int,
                 hyperparams: dict) -> int:
     """``--rebaseline``: new baseline evaluations for the recorded runs of these settings and ``--seeds``.
@@ -190,11 +282,7 @@ def _rebaseline(args, records_path: Path, label: str, env_kwargs: dict, timestep
 
     records = load_records(records_path)
     changed = 0
-    for rec in records:
-        probe = {"label": label, "env_id": args.env, "env_kwargs": env_kwargs, "timesteps": timesteps,
-                 "n_envs": n_envs, "seed": rec["seed"], "hyperparams": hyperparams}
-        if rec["seed"] not in args.seeds or _run_key(rec) != _run_key(probe):
-            continue
+    for rec in _matching(records, args, label, env_kwargs, timesteps, n_envs, hyperparams):
         # The same evaluation train() runs (its seeds, episodes and baselines), with today's code.
         config = TrainConfig(env_id=args.env, algo=rec["algo"], env_kwargs=env_kwargs,
                              eval_episodes=rec["eval_episodes"], eval_seed=rec["eval_seed"],
@@ -207,11 +295,7 @@ def _rebaseline(args, records_path: Path, label: str, env_kwargs: dict, timestep
         changed += 1
         print(f"{label} seed {rec['seed']}: baselines re-evaluated "
               f"{ {k: round(v['return'], 4) for k, v in fresh.items()} }", flush=True)
-    tmp = records_path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, default=float) + "\n")
-    tmp.replace(records_path)
+    _replace_records(records_path, [r for r in records if "baselines_reevaluated" in r])
     print(f"{changed} record(s) rewritten", flush=True)
     return 0
 
