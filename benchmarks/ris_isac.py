@@ -393,8 +393,9 @@ def run_twin_study(args) -> dict:
     study.setdefault("eval_episodes", n)
     study.setdefault("baselines", {})
     study.setdefault("agents", [])
-    records = [json.loads(line) for line in LEARNING_RECORDS.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["env_id"] == ENV_ID and r["label"] in args.study_labels]
+    from learning import load_records  # benchmarks/learning.py (scripts run from benchmarks/)
+
+    records = [r for r in load_records(LEARNING_RECORDS) if r["env_id"] == ENV_ID and r["label"] in args.study_labels]
     if args.study_labels and not records:
         raise ValueError(f"--study-labels = {args.study_labels!r} is invalid: no {ENV_ID} record in "
                          f"{LEARNING_RECORDS} has one of these labels")
@@ -647,12 +648,12 @@ def twin_study_report(study: dict, plot_name: str | None = None) -> str:
               "shares played through the agents' closed form; `equal shares`: the formulation's all-(-1) action; "
               "`reference optimiser fed the twin`: `ao_perfect_csi`'s optimiser run on the twin's estimate."]
     # Goals of issue 16.
-    best = max(groups.items(), key=lambda kv: np.mean([r["per_setting"][setting_name(dict(
-        twin_estimation_nmse=0.01, twin_sync_period_slots=4))]["return"] for r in kv[1]]), default=None)
+    default = setting_name(dict(twin_estimation_nmse=0.01, twin_sync_period_slots=4))
+    best = max(groups.items(), key=lambda kv: np.mean([r["per_setting"][default]["return"] for r in kv[1]]),
+               default=None)
     if best:
         (label, tw), runs = best
         L += ["", f"Goals (best group at the default twin: {label}, trained at {tw}):", ""]
-        default = setting_name(dict(twin_estimation_nmse=0.01, twin_sync_period_slots=4))
         m, h = _interval([r["per_setting"][default]["return"] for r in runs])
         viol = max(r["per_setting"][default]["violation_rate"] for r in runs)
         L.append(f"* default twin: {m:.1f} ± {h:.1f} = {100 * m / ref:.1f}% of `ao_perfect_csi` (goal 90%: "
