@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from gentwin.baselines.base import CERTIFIED_UPPER_BOUND, Baseline, Bound
-from gentwin.envs.model_caching import passive_caching, scores_as_action
+from gentwin.envs.model_caching import RESIDUAL_GRID, passive_caching, scores_as_action
 
 __all__ = [
     "BASELINES",
@@ -81,6 +81,20 @@ class _CachingBaseline(Baseline):
         if mode == "discrete":
             return np.where(flat, 1, 0).astype(np.int64)
         return np.where(flat, 1.0, -1.0).astype(np.float32)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
+        """As :meth:`Baseline.predict`; with ``expert_residual = r > 0`` the action is turned into the
+        correction the env applies to its expert, ``clip((a - expert) / r, -1, 1)``: the played
+        action is the baseline's wherever it is within ``r`` of the expert's, the nearest playable
+        one elsewhere.  Every baseline's scores lie in ``[-1, 1]`` with the expert's in ``(0, 1]``,
+        so for ``r >= 1`` each plays exactly its own episode (tested)."""
+        actions, state = super().predict(observation, state, episode_start, deterministic, action_masks)
+        r = self.params.expert_residual
+        if r > 0:
+            expert = np.reshape(self.kernel.expert_actions(), np.shape(actions))
+            target = np.round(np.asarray(actions, dtype=np.float64) * RESIDUAL_GRID) / RESIDUAL_GRID
+            actions = np.clip((target - expert) / r, -1.0, 1.0).astype(np.float32)
+        return actions, state
 
 
 class RandomPolicy(_CachingBaseline):

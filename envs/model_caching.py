@@ -105,6 +105,26 @@ bound 79.3), which a rule that always loads a missed model that fits could
 not express.  The paper's formulation (``discrete``, the default) and ``box``
 are unchanged; ``action_masks()`` exists only for ``discrete``.
 
+*Expert and residual action* (ours, ``action_mode="scores"`` only).  ``expert``
+names a passive baseline (``"fifo"``, ``"lru"``, ``"lfu"``, ``"lc"``,
+``"utility"``; ``"none"`` by default); every step then reports its scores
+action for the state the action was chosen in as ``info["expert_action"]``
+(:meth:`ModelCachingKernel.expert_actions`: the baseline's keep-priorities
+through :func:`scores_as_action`, so values in ``(0, 1]``), which a cloning
+agent reads through ``bc_coef``.  With ``expert_residual = r in (0, 2]`` the
+agent's action *corrects* the expert's (residual policy learning, Silver et
+al. 2018; Johannink et al., ICRA 2019): the env plays ``clip(expert + r a,
+-1, 1)``, rounded to multiples of ``2^-20`` so that equal scores stay ties
+although the correction arrives in float32 (``info["played_action"]``), and
+each edge's observation ends with the expert's ``M`` scores.  ``a = 0`` is
+the expert's own episode; ``r >= 1`` reaches every admission decision (the
+expert's scores are positive, so a correction of ``-1`` refuses any missed
+model).  Why: a learned agent starts at LC and only has to learn where LC is
+wrong (measured in ``docs/benchmark_results.md``; ``gentwin/hyperparams/ppo.yml``).
+Baselines under ``expert_residual`` play the correction that reproduces their
+own scores (exactly for ``r >= 1``, ``random`` for ``r = 2``; else the nearest
+playable one).
+
 Offloaded requests go to a neighbour edge that caches the instance with option 1
 (the lowest-indexed one; ``E > 1`` only), at the edge-to-edge backhaul cost,
 otherwise to the cloud.
@@ -116,7 +136,8 @@ Per edge, ``Box(0, 1, (6 M + 2,), float32)`` (plus ``M`` for ``E > 1``):
 (recent popularity); share of the episode's requests so far (LFU frequency);
 examples in context ``K / K_max``; cached flag; slots since loaded ``/ T``;
 free memory ``/ G``; elapsed slots ``/ T``; for ``E > 1`` the share of the
-other edges that cache each instance.  The single-agent view concatenates the
+other edges that cache each instance; with ``expert_residual`` last the
+expert's ``M`` scores (``M`` more).  The single-agent view concatenates the
 edges.
 
 Rewards
@@ -169,7 +190,9 @@ from edge-executed requests), ``inference_latency``,
 ``offloading_latency``, ``backhaul_latency``, ``cloud_cost``, ``arrived``,
 ``edge_requests`` (local + neighbour), ``neighbour_requests``,
 ``cloud_requests``, ``loads``, ``evictions``, ``rejected_loads``; per edge
-``memory_used_gb`` and ``agent_cost``; ``agent_rewards`` ``(B, E)``.
+``memory_used_gb`` and ``agent_cost``; ``agent_rewards`` ``(B, E)``; with
+``expert`` also ``expert_action``, with ``expert_residual`` also
+``played_action`` (both ``(B, E * M)``).
 ``arrived == edge_requests + cloud_requests`` every slot.  At episode end,
 ``episode_summary`` holds the episode totals of every cost component,
 ``edge_accuracy_cost`` (the accuracy cost of the requests executed at an
@@ -198,6 +221,7 @@ from gentwin.envs.core import (
     KernelEnv,
     KernelParallelEnv,
     KernelVectorEnv,
+    check_choice,
     check_field,
     check_memory,
 )
@@ -336,6 +360,10 @@ ARCHITECTURES: tuple[str, ...] = (
 _ROW_BY_NAME = {row.name: row for row in TABLE_I}
 FAMILIES = ("LFM", "VFM", "MFM")
 ACTION_MODES = ("discrete", "box", "scores")
+#: Experts of ``expert=`` (the passive baselines of ``gentwin.baselines.model_caching``).
+EXPERTS = ("none", "fifo", "lru", "lfu", "lc", "utility")
+#: ``expert_residual``: the played scores are multiples of ``1 / RESIDUAL_GRID`` (exact in float32).
+RESIDUAL_GRID = 2.0 ** 20
 #: Box actions: a <= -1/3 -> option 0, -1/3 < a <= 1/3 -> option 2, a > 1/3 -> option 1.
 _BOX_EDGES = (-1.0 / 3.0, 1.0 / 3.0)
 _BOX_OPTION = np.array([0, 2, 1])
@@ -434,6 +462,13 @@ class ModelCachingParams:
     switch_energy_weight: float = 0.02
     switch_fixed_cost: float = 0.2
     reward_sharing: float = 1.0
+    # -- expert (action_mode="scores" only) ----------------------------------------
+    #: A passive caching baseline whose action ``info["expert_action"]`` reports every step
+    #: (the "expert database" a cloning agent reads through ``bc_coef``); ``"none"``: off.
+    expert: str = "none"
+    #: ``r > 0``: the action corrects the expert's, the env plays ``clip(expert + r a, -1, 1)``
+    #: and the expert's action ends each edge's observation (residual learning).  0: off.
+    expert_residual: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, tuple) or not self.models:
@@ -495,6 +530,18 @@ class ModelCachingParams:
                      "switch_fixed_cost"):
             check_field(self, name, low=0.0)
         check_field(self, "reward_sharing", low=0.0, high=1.0)
+        check_choice(self, "expert", EXPERTS)
+        if self.expert != "none" and self.action_mode != "scores":
+            raise ValueError(
+                f"ModelCachingParams.expert = {self.expert!r} is invalid with action_mode = "
+                f"{self.action_mode!r}: the expert acts in the scores space, so it needs action_mode='scores'"
+            )
+        check_field(self, "expert_residual", low=0.0, high=2.0)
+        if self.expert_residual > 0 and self.expert == "none":
+            raise ValueError(
+                f"ModelCachingParams.expert_residual = {self.expert_residual!r} is invalid with expert = 'none': "
+                f"the action corrects the expert's, so it needs an expert from {EXPERTS[1:]}"
+            )
 
 
 PRESETS: dict[str, ModelCachingParams] = {
@@ -535,6 +582,7 @@ class ModelCachingKernel(BatchedKernel):
         self.last_request_slot = np.full((B, E, M), -1, dtype=np.int64)
         self.totals = {key: np.zeros(B) for key in self._TOTAL_KEYS}
         self._batch = np.arange(B)
+        self._expert = None  # expert != "none": the baseline, built on first use
         # Popularity: family share x Zipf over the family's ranking.  rank[e, m] is the
         # rank of model m within its family at edge e; the base ranking (the edge's
         # service mix) is fixed by the params, drift swaps ranks within a family.
@@ -631,7 +679,9 @@ class ModelCachingKernel(BatchedKernel):
     @property
     def agent_obs_dim(self) -> int:
         M = self.num_models
-        return 6 * M + 2 + (M if self.num_edges > 1 else 0)
+        # With expert_residual each edge also observes the expert's action for it.
+        residual = M if self.params.expert_residual > 0 else 0
+        return 6 * M + 2 + (M if self.num_edges > 1 else 0) + residual
 
     def _build_spaces(self):
         E, M = self.num_edges, self.num_models
@@ -712,7 +762,24 @@ class ModelCachingKernel(BatchedKernel):
         if self.num_edges > 1:
             others = (self.cached[:, None, :, :] & self._not_self[None, :, :, None]).sum(axis=2)
             parts.append(others / (self.num_edges - 1))
+        if p.expert_residual > 0:
+            parts.append(self.expert_actions().reshape(self.num_envs, self.num_edges, self.num_models))
         return np.concatenate(parts, axis=2).astype(np.float32)
+
+    def expert_actions(self) -> np.ndarray:
+        """The ``expert``'s scores action for the current state, ``(B, E * M)`` in ``(0, 1]``.
+
+        The passive baseline's keep-priorities (a function of the cache, contexts and request
+        statistics only) through :func:`scores_as_action`, i.e. exactly the action the baseline
+        plays in ``action_mode="scores"``.
+        """
+        if self.params.expert == "none":
+            raise AttributeError("expert actions exist only with expert != 'none'")
+        if self._expert is None:
+            from gentwin.baselines.model_caching import BASELINES  # the baselines import this module
+
+            self._expert = BASELINES[self.params.expert](self)
+        return scores_as_action(self._expert.keep_scores())
 
     def _observe(self) -> np.ndarray:
         return self._observe_agents().reshape(self.num_envs, -1)
@@ -733,7 +800,14 @@ class ModelCachingKernel(BatchedKernel):
         if p.action_mode == "box":
             act = _BOX_OPTION[np.digitize(actions.reshape(B, E, M), _BOX_EDGES, right=True)]
         elif p.action_mode == "scores":
-            # The passive rule with the agent's scores; a positive score admits a missed model.
+            expert = self.expert_actions() if p.expert != "none" else None
+            if p.expert_residual > 0:
+                # The played action: the expert's, corrected by the agent (clipped to the box), on
+                # the grid RESIDUAL_GRID so that equal scores stay ties although the correction
+                # comes in float32 (the rule breaks ties by index; a 1e-8 rounding would not).
+                played = expert + p.expert_residual * np.asarray(actions, dtype=np.float64)
+                actions = np.clip(np.round(played * RESIDUAL_GRID) / RESIDUAL_GRID, -1.0, 1.0)
+            # The passive rule with the (played) scores; a positive score admits a missed model.
             score = actions.reshape(B, E, M)
             cache = passive_caching(self.cached, n, score, self.memory_gb, p.gpu_memory_gb,
                                     self.fits & (score > 0.0))
@@ -830,6 +904,10 @@ class ModelCachingKernel(BatchedKernel):
         info["memory_used_gb"] = (self.cached * self.memory_gb).sum(axis=2)
         info["agent_cost"] = agent_cost
         info["agent_rewards"] = agent_rewards
+        if p.expert != "none":
+            info["expert_action"] = expert
+        if p.expert_residual > 0:
+            info["played_action"] = actions
         terminated = np.zeros(B, dtype=bool)
         truncated = self.slot >= p.num_slots
         return reward, terminated, truncated, info
@@ -866,7 +944,7 @@ class ModelCachingParallelEnv(KernelParallelEnv):
     """PettingZoo ``ParallelEnv``: the edge servers of the ``cooperative`` preset as agents.
 
     See the module docstring; each agent ``edge_e`` observes its own
-    ``Box(0, 1, (7 M + 2,))`` view and chooses ``MultiDiscrete([3] * M)``
+    ``Box(0, 1, (7 M + 2,))`` view (``8 M + 2`` with ``expert_residual``) and chooses ``MultiDiscrete([3] * M)``
     (``Box(-1, 1, (M,))`` with ``action_mode="box"`` or ``"scores"``).
     """
 

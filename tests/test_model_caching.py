@@ -696,3 +696,123 @@ def test_random_scores_never_beat_the_hindsight_bound(preset, overrides):
             total += reward
         assert np.all(total <= bound), trial
     assert np.all(best >= bound - 0.2 * np.abs(bound))  # the bound is within 20 % of the best point
+
+
+# ---------------------------------------------------------------------------
+# expert / expert_residual (scores mode): the passive baseline as expert, residual learning
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("expert", ["lc", "lfu"])
+def test_expert_action_is_the_baselines_scores_action(expert):
+    """expert=X reports, every step, the action baseline X plays in scores mode for the observed state."""
+    plain = ModelCachingKernel(dict(action_mode="scores", num_slots=12), 3)
+    with_expert = ModelCachingKernel(dict(action_mode="scores", num_slots=12, expert=expert), 3)
+    plain.reset(seed=5)
+    with_expert.reset(seed=5)
+    baseline = BASELINES[expert](plain)
+    for _ in range(12):
+        action, _ = baseline.predict(plain.observe())
+        np.testing.assert_array_equal(with_expert.observe(), plain.observe())  # no extra observation
+        *_, info_plain = plain.step(action)
+        *_, info = with_expert.step(action)
+        np.testing.assert_array_equal(info["expert_action"], action)
+        assert np.all(info["expert_action"] > 0) and np.all(info["expert_action"] <= 1)
+        assert "expert_action" not in info_plain and "played_action" not in info
+
+
+@pytest.mark.parametrize("num_edges", [1, 2])
+def test_expert_residual_plays_the_expert_corrected_by_the_action(num_edges):
+    """expert_residual=r: the env plays clip(expert + r a) (on its grid); a = 0 is the expert's episode;
+    the expert's action ends each edge's observation, inside the observation space."""
+    from gentwin.envs.model_caching import RESIDUAL_GRID
+
+    options = dict(action_mode="scores", num_slots=10, num_edges=num_edges, expert="lc")
+    residual = ModelCachingKernel(dict(expert_residual=0.5, **options), 4)
+    lc_env = ModelCachingKernel(dict(action_mode="scores", num_slots=10, num_edges=num_edges), 4)
+    zero = ModelCachingKernel(dict(expert_residual=1.0, **options), 4)
+    for k in (residual, lc_env, zero):
+        k.reset(seed=11)
+    lc = BASELINES["lc"](lc_env)
+    rng = np.random.default_rng(0)
+    M, E = residual.num_models, num_edges
+    total_zero = total_lc = 0.0
+    for _ in range(10):
+        obs = residual.observe()
+        assert all(residual.single_observation_space.contains(o) for o in obs)
+        expert = obs.reshape(4, E, -1)[:, :, -M:].reshape(4, E * M)
+        np.testing.assert_allclose(expert, residual.expert_actions(), rtol=1e-6)
+        a = rng.uniform(-1, 1, size=(4, E * M)).astype(np.float32)
+        *_, info = residual.step(a)
+        expected = np.clip(np.round((info["expert_action"] + 0.5 * a) * RESIDUAL_GRID) / RESIDUAL_GRID, -1, 1)
+        np.testing.assert_array_equal(info["played_action"], expected)
+        assert np.abs(info["played_action"] - np.clip(info["expert_action"] + 0.5 * a, -1, 1)).max() <= 1 / RESIDUAL_GRID
+        total_zero += zero.step(np.zeros((4, E * M), dtype=np.float32))[1]
+        total_lc += lc_env.step(lc.predict(lc_env.observe())[0])[1]
+    np.testing.assert_array_equal(total_zero, total_lc)
+
+
+@pytest.mark.parametrize("r", [1.0, 2.0])
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baselines_under_expert_residual_play_their_own_episodes(name, r):
+    """A baseline under expert_residual plays the correction that reproduces its scores-mode episode
+    (exactly for r >= 1 except random, whose uniform scores need r = 2; ties survive the float32
+    correction thanks to the grid)."""
+    from gentwin.evaluation import evaluate_policy
+
+    returns = {}
+    for extra in ({}, dict(expert="lc", expert_residual=r)):
+        venv = gentwin.envs.make_sb3_vec_env(ENV_ID, num_envs=4, num_slots=30, action_mode="scores", **extra)
+        policy = BASELINES[name](venv, seed=0)
+        returns[bool(extra)] = evaluate_policy(policy, ENV_ID, n_episodes=4, seed=77, venv=venv).metric("return")
+    if name == "random" and r < 2:
+        assert not np.array_equal(returns[True], returns[False])  # beyond reach: the nearest playable
+    else:
+        np.testing.assert_array_equal(returns[True], returns[False])
+
+
+def test_random_corrections_never_beat_the_hindsight_bound():
+    import dataclasses
+
+    from gentwin.baselines.model_caching import hindsight_lp_bound
+    from gentwin.envs.model_caching import PRESETS
+
+    k = ModelCachingKernel(dataclasses.replace(PRESETS["paper"], num_slots=20, action_mode="scores", expert="lc",
+                                               expert_residual=1.0), 8)
+    k.reset(seed=321)
+    bound = np.array([hindsight_lp_bound(k, i) for i in range(8)])
+    rng = np.random.default_rng(1)
+    for trial in range(8):
+        k.reset(seed=321)
+        total = np.zeros(8)
+        constant = rng.uniform(-1, 1, size=(8, k.single_action_space.shape[0]))
+        for _ in range(k.params.num_slots):
+            a = constant if trial % 2 else rng.uniform(-1, 1, size=constant.shape)
+            total += k.step(a)[1]
+        assert np.all(total <= bound), trial
+
+
+@pytest.mark.parametrize("kwargs", [dict(expert="lc"), dict(expert="lc", expert_residual=1.0),
+                                    dict(expert="lfu", expert_residual=0.5, num_edges=2, num_slots=6)])
+def test_check_env_with_expert(kwargs):
+    from gymnasium.utils.env_checker import check_env
+    from pettingzoo.test import parallel_api_test
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, action_mode="scores", **kwargs).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, action_mode="scores", **kwargs).unwrapped, warn=False)
+    par = make_parallel(MA_ID, action_mode="scores", **{"num_slots": 10, **kwargs})
+    M = len(TABLE_I)  # an agent observes 6 M + 2, the other edges' caching M, the expert's action M
+    expected = 7 * M + 2 + (M if kwargs.get("expert_residual", 0) > 0 else 0)
+    assert all(par.observation_space(a).shape == (expected,) for a in par.possible_agents)
+    parallel_api_test(par, num_cycles=10)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(action_mode="scores", expert="belady"), "expert = 'belady' is invalid: must be one of 'none', 'fifo'"),
+    (dict(expert="lc"), "expert = 'lc' is invalid with action_mode = 'discrete'"),
+    (dict(action_mode="scores", expert_residual=1.0), "expert_residual = 1.0 is invalid with expert = 'none'"),
+    (dict(action_mode="scores", expert="lc", expert_residual=2.5), "expert_residual = 2.5 is invalid"),
+    (dict(action_mode="scores", expert="lc", expert_residual=-0.1), "expert_residual = -0.1 is invalid"),
+])
+def test_bad_expert_options_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelCachingParams(**kwargs)
