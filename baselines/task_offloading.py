@@ -35,12 +35,18 @@ optimum lies between it and ``fluid_lp`` (a heuristic reference, not a bound).
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 
 from gentwin.baselines.base import CERTIFIED_UPPER_BOUND, Baseline, Bound
 from gentwin.envs.task_offloading import TaskOffloadingKernel, uplink_rate_bps
+
+#: Params that change only how an action is given, not the episodes (their randomness is drawn
+#: at reset from the seed): the harness (``gentwin.training.evaluate_baselines``) evaluates the
+#: baselines, which place tasks, on the same seeds without them.
+ACTION_INTERFACE_KWARGS = ("action_mode", "price_scale_s", "base_price_s")
 
 #: The enumeration is exact but costs (E + 2)^U evaluations per slot.
 MAX_ENUMERATION_DEVICES = 4
@@ -52,6 +58,12 @@ class _OffloadingBaseline(Baseline):
     def __init__(self, env, seed: int | None = None):
         super().__init__(env, seed)
         p = self.params
+        if p.action_mode != "placements":
+            raise ValueError(
+                f"{self.name}: TaskOffloadingParams.action_mode = {p.action_mode!r} is invalid for a baseline: "
+                f"baselines place tasks, so they need action_mode='placements'; the episodes are the same "
+                f"in both modes (gentwin's harness evaluates baselines there, see ACTION_INTERFACE_KWARGS)"
+            )
         self.num_devices = p.num_devices
         self.num_edges = p.num_edges
         self.cloud = p.num_edges + 1
@@ -115,46 +127,16 @@ class GreedyLatencyPolicy(_OffloadingBaseline):
     queues and the uploads of the devices that decided before it in the slot
     (bandwidth share ``W / (n_j + 1)``, edge queue extended by their work).
     Energy, drops and twin age are ignored, as in the classic greedy rule; the
-    FIFO order at the edge is approximated by decision order.
+    FIFO order at the edge is approximated by decision order.  This is
+    :meth:`~gentwin.envs.task_offloading.TaskOffloadingKernel.list_schedule` without
+    prices (the scheduler of ``action_mode="prices"``).
     """
 
     name = "greedy"
 
     def act(self, obs):
         self._check_batch(obs)
-        k: TaskOffloadingKernel = self.kernel
-        p = self.params
-        B, U, E = k.num_envs, p.num_devices, p.num_edges
-        b = np.arange(B)
-        task = k.current_tasks()
-        link = k.link_state()
-        now = k.now_s()
-        mask = k.action_masks().reshape(B, U, p.num_choices)
-        n_up = np.zeros((B, E), dtype=np.int64)
-        edge_free = np.maximum(k.edge_free_s, now[:, None])
-        actions = np.zeros((B, U), dtype=np.int64)
-        for u in range(U):  # sequential by design: each device sees the earlier ones
-            cycles = task["cycles"][:, u]
-            bits = task["bits"][:, u]
-            est = np.full((B, p.num_choices), np.inf)
-            est[:, 0] = np.maximum(now, k.local_free_s[:, u]) + cycles / p.device_cpu_hz
-            up_start = np.maximum(now, k.uplink_free_s[:, u])
-            share = p.edge_bandwidth_hz / (n_up + 1)  # (B, E)
-            up_end = up_start[:, None] + bits[:, None] / uplink_rate_bps(share, link["gain"][:, u, :], p)
-            est[:, 1 : E + 1] = np.maximum(up_end, edge_free) + (cycles / p.edge_cpu_hz)[:, None]
-            near = link["nearest"][:, u]
-            est[:, E + 1] = up_end[b, near] + p.cloud_backhaul_s + cycles / p.cloud_cpu_hz
-            est = np.where(mask[:, u], est, np.inf)
-            choice = np.argmin(est, axis=1)
-            has = task["present"][:, u]
-            choice = np.where(has, choice, 0)
-            actions[:, u] = choice
-            relay = np.where(choice == E + 1, near, choice - 1)
-            offload = has & (choice >= 1)
-            n_up[b[offload], relay[offload]] += 1
-            at_edge = has & (choice >= 1) & (choice <= E)
-            edge_free[b[at_edge], relay[at_edge]] = est[b[at_edge], choice[at_edge]]
-        return actions
+        return self.kernel.list_schedule()
 
 
 class OneSlotOptimumPolicy(_OffloadingBaseline):
@@ -220,6 +202,8 @@ class HindsightRolloutPolicy(_OffloadingBaseline):
 
     def __init__(self, env, seed=None):
         super().__init__(env, seed)
+        #: Prices of the base policy's list schedule (None: greedy's, no prices).
+        self.base_price_s: np.ndarray | None = None
         if self.num_devices > self.max_devices:
             raise ValueError(
                 f"{self.name}: num_devices = {self.num_devices} is too large for the rollout "
@@ -229,7 +213,6 @@ class HindsightRolloutPolicy(_OffloadingBaseline):
     def continuation_returns(self, i: int, joint: np.ndarray) -> np.ndarray:
         """Return of this slot plus greedy's rest of the episode, for each joint action (rows) in instance ``i``."""
         clone = self.kernel.clone_instance(i, len(joint))
-        greedy = GreedyLatencyPolicy(clone)
         total = np.zeros(len(joint))
         actions = joint
         while True:
@@ -237,16 +220,21 @@ class HindsightRolloutPolicy(_OffloadingBaseline):
             total += reward
             if (terminated | truncated).all():
                 return total
-            actions = greedy.act(np.zeros((len(joint), 1)))
+            actions = clone.list_schedule(self._base_prices(len(joint)))
+
+    def _base_prices(self, n: int) -> np.ndarray | None:
+        if self.base_price_s is None:
+            return None
+        return np.broadcast_to(self.base_price_s, (n, self.params.num_choices))
 
     def act(self, obs):
         self._check_batch(obs)
         k: TaskOffloadingKernel = self.kernel
         U, C = self.num_devices, self.params.num_choices
-        greedy = GreedyLatencyPolicy(k).act(obs)
+        base = k.list_schedule(self._base_prices(k.num_envs))
         present = k.current_tasks()["present"]
         mask = k.action_masks().reshape(k.num_envs, U, C)
-        out = greedy.copy()
+        out = base.copy()
         for i in range(k.num_envs):
             for u in np.flatnonzero(present[i]):
                 options = np.flatnonzero(mask[i, u])
@@ -259,6 +247,113 @@ class HindsightRolloutPolicy(_OffloadingBaseline):
                 if values[best] > values[current]:
                     out[i, u] = options[best]
         return out
+
+
+def list_schedule_returns(kernel: TaskOffloadingKernel, price_s: np.ndarray | None, seed: int) -> np.ndarray:
+    """Episode returns ``(B,)`` of the list schedule with constant ``price_s`` on ``kernel`` reset with ``seed``."""
+    kernel.reset(seed=seed)
+    total = np.zeros(kernel.num_envs)
+    prices = None if price_s is None else np.broadcast_to(price_s, (kernel.num_envs, kernel.params.num_choices))
+    while True:
+        _, reward, terminated, truncated, _ = kernel.step(kernel.list_schedule(prices))
+        total += reward
+        if (terminated | truncated).all():
+            return total
+
+
+#: Seed of the episodes the priced greedy is tuned on: disjoint from the training seeds (small
+#: integers) and from the evaluation seeds (``gentwin.evaluation.EVAL_SEED`` = 1,000,000 onwards).
+TUNING_SEED = 2_000_000
+
+
+def tune_prices(params, episodes: int = 8, candidates: int = 48, refinements: int = 48,
+                seed: int = TUNING_SEED) -> tuple[np.ndarray, float]:
+    """Constant per-placement prices (seconds) for the list schedule, by random search on training episodes.
+
+    See :func:`_tune_prices`; results are cached per (params, settings) within a process, so every
+    ``greedy_priced`` built for the same params shares one search.
+    """
+    params = TaskOffloadingKernel.resolve_params(params)
+    prices, value = _tune_prices(params, episodes, candidates, refinements, seed)
+    return prices.copy(), value
+
+
+@functools.lru_cache(maxsize=32)
+def _tune_prices(params, episodes: int, candidates: int, refinements: int, seed: int) -> tuple[np.ndarray, float]:
+    """Constant per-placement prices (seconds) for the list schedule, by random search on training episodes.
+
+    ``candidates`` random price vectors (Gaussian, scales 0.05, 0.1 and 0.2 s; every
+    placement's price but local's centred on 0, local's uniform in ``[-scale, 2 scale]``),
+    then ``refinements`` Gaussian steps (0.02 s) around the best; zero prices (greedy) are
+    the first candidate, so the result is never worse than greedy *on the tuning
+    episodes*.  The episodes are ``episodes`` instances reset with ``seed``: not the
+    evaluation episodes.  Deterministic.  Returns ``(prices, mean return on the tuning
+    episodes)``.  Only differences between prices matter (a constant shift changes no choice).
+    """
+    kernel = TaskOffloadingKernel(params, num_envs=episodes)
+    C = kernel.params.num_choices
+    rng = np.random.default_rng(seed)
+    best_price = np.zeros(C)
+    best = float(list_schedule_returns(kernel, best_price, seed).mean())
+    scales = (0.05, 0.1, 0.2)
+    for trial in range(candidates + refinements):
+        if trial < candidates:
+            scale = scales[trial * len(scales) // candidates]
+            price = rng.normal(0.0, scale, C)
+            price[0] = rng.uniform(-scale, 2.0 * scale)
+        else:
+            price = best_price + rng.normal(0.0, 0.02, C)
+        value = float(list_schedule_returns(kernel, price, seed).mean())
+        if value > best:
+            best, best_price = value, price
+    return best_price, best
+
+
+class PricedGreedyPolicy(_OffloadingBaseline):
+    """Greedy list scheduling with one constant price per placement, tuned on training episodes.
+
+    The list scheduler of ``greedy`` adds ``price_s[choice]`` seconds to each placement's
+    estimated completion time (:meth:`~gentwin.envs.task_offloading.TaskOffloadingKernel.list_schedule`);
+    the prices are found by :func:`tune_prices` on episodes disjoint from the evaluation
+    episodes, or given.  Greedy ignores energy, drops, twin age and what a placement does
+    to later tasks; constant prices correct the average of those (on ``medium`` they
+    penalise local computing and favour the cloud, see docs/task_offloading.md).  It is
+    the constant-action point of ``action_mode="prices"``: a heuristic, not a bound.
+    Tuning costs about 100 episodes of the list schedule at construction (seconds on
+    ``medium``).
+    """
+
+    name = "greedy_priced"
+
+    def __init__(self, env, seed=None, price_s=None):
+        super().__init__(env, seed)
+        if price_s is None:
+            price_s, _ = tune_prices(self.params)
+        self.price_s = np.asarray(price_s, dtype=np.float64)
+        if self.price_s.shape != (self.params.num_choices,):
+            raise ValueError(f"{self.name}: price_s has shape {self.price_s.shape}, expected "
+                             f"({self.params.num_choices},): one price per placement")
+
+    def act(self, obs):
+        self._check_batch(obs)
+        return self.kernel.list_schedule(np.broadcast_to(self.price_s, (self.kernel.num_envs, self.params.num_choices)))
+
+
+class PricedHindsightRolloutPolicy(HindsightRolloutPolicy):
+    """:class:`HindsightRolloutPolicy` with ``greedy_priced`` as the base policy (prices tuned as there).
+
+    The same rollout argument holds for any base policy that continues every state the same
+    way: the return is at least ``greedy_priced``'s (with the same prices), episode by episode
+    (tested).  An oracle policy: a reference for the headroom, not a bound.
+    """
+
+    name = "hindsight_rollout_priced"
+
+    def __init__(self, env, seed=None, price_s=None):
+        super().__init__(env, seed)
+        if price_s is None:
+            price_s, _ = tune_prices(self.params)
+        self.base_price_s = np.asarray(price_s, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -424,13 +519,14 @@ def _fluid_values(kernel) -> np.ndarray:
 #: The rules that apply to every preset (train.py evaluates all of them).
 BASELINES = {
     cls.name: cls
-    for cls in (AllLocalPolicy, AllNearestEdgePolicy, AllCloudPolicy, RandomPolicy, GreedyLatencyPolicy)
+    for cls in (AllLocalPolicy, AllNearestEdgePolicy, AllCloudPolicy, RandomPolicy, GreedyLatencyPolicy,
+                PricedGreedyPolicy)
 }
 #: Exact per-slot optimum, only for ``num_devices <= 4`` (e.g. ``params="small"``);
 #: kept out of ``BASELINES`` because it cannot be built for the default preset.
 EXACT_BASELINES = {OneSlotOptimumPolicy.name: OneSlotOptimumPolicy}
 #: Policies that know the episode's future (oracles; references for the headroom, not bounds).
-HINDSIGHT_BASELINES = {HindsightRolloutPolicy.name: HindsightRolloutPolicy}
+HINDSIGHT_BASELINES = {cls.name: cls for cls in (HindsightRolloutPolicy, PricedHindsightRolloutPolicy)}
 #: Certified upper bound on the episode return: the fluid LP relaxation over the episode's known
 #: tasks, positions and fading (:func:`fluid_lp_bound`; the one-slot optimum is exact per slot only).
 #: Returns are negative: "share of bound" = mean return / mean bound is a cost ratio >= 1.

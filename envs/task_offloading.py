@@ -108,6 +108,24 @@ sb3-contrib expects) allows only ``0`` for devices without a task and masks
 edges out of reach.  An unreachable edge is not an error: the upload fails and
 the task is dropped.
 
+``action_mode="prices"`` (ours): ``Box(-1, 1, (E + 2,))``, one *price* per
+placement (local, each edge, cloud), shared by all devices.  The environment
+places the slot's tasks with the list scheduler of the ``greedy`` baseline
+(:meth:`TaskOffloadingKernel.list_schedule`): devices in index order, each on
+the feasible placement with the smallest estimated completion time plus
+``base_price_s + price_scale_s * a`` seconds.  So the zero action is greedy
+(``base_price_s`` empty) or ``greedy_priced`` (``base_price_s`` its tuned
+prices: a residual action), every action is a feasible schedule, and the agent
+decides what greedy's latency estimate leaves out (energy, drops, twin age,
+the load a placement leaves for later slots) as shadow prices of the
+placements, in the way price-based offloading schemes steer users.  Why: with
+one placement per device, PPO with parameter sharing got worse than greedy as
+it trained (docs/task_offloading.md).  Only differences between prices matter.
+``info["placement"]`` holds the scheduled placements.  No action masks (every
+action is feasible); the multi-agent view needs ``placements``.  Baselines
+place tasks: the harness evaluates them on the same episodes without these
+params (``ACTION_INTERFACE_KWARGS`` of the baselines module).
+
 Observation Space
 -----------------
 ``Box(0, 1, (U (9 + E) + E + 1,), float32)``: for each device ``u`` a block of
@@ -200,6 +218,7 @@ from gentwin.envs.core import (
     KernelEnv,
     KernelParallelEnv,
     KernelVectorEnv,
+    check_choice,
     check_field,
     check_memory,
 )
@@ -219,6 +238,10 @@ __all__ = [
 
 #: Number of per-device observation entries before the per-edge spectral efficiencies.
 DEVICE_FEATURES = 9
+
+
+#: Action interfaces of ``action_mode`` (see Action Space).
+ACTION_MODES = ("placements", "prices")
 
 
 @dataclass(frozen=True)
@@ -267,6 +290,15 @@ class TaskOffloadingParams:
     w_age: float = 0.1
     #: Share of the team's mean cost in each agent's reward (multi-agent view).
     shared_reward_weight: float = 0.5
+    # -- action interface --
+    #: "placements": one placement per device (MultiDiscrete, the default); "prices": one price
+    #: offset per placement, shared by the devices, for the list scheduler (Box, see Action Space).
+    action_mode: str = "placements"
+    #: "prices": seconds added to a placement's estimated completion time per unit of action.
+    price_scale_s: float = 0.5
+    #: "prices": constant prices (seconds, one per placement) the action is added to; empty: none.
+    #: With ``greedy_priced``'s tuned prices the zero action is that baseline (a residual action).
+    base_price_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_field(self, "num_devices", low=1, high=10_000, integer=True)
@@ -304,6 +336,22 @@ class TaskOffloadingParams:
         check_field(self, "w_drop", low=0.0)
         check_field(self, "w_age", low=0.0)
         check_field(self, "shared_reward_weight", low=0.0, high=1.0)
+        check_choice(self, "action_mode", ACTION_MODES)
+        check_field(self, "price_scale_s", low=0.0, high=1_000.0, low_inclusive=False)
+        if isinstance(self.base_price_s, list):  # from YAML / the command line; stored as a tuple
+            object.__setattr__(self, "base_price_s", tuple(self.base_price_s))
+        if not isinstance(self.base_price_s, tuple) or len(self.base_price_s) not in (0, self.num_choices):
+            raise ValueError(
+                f"TaskOffloadingParams.base_price_s = {self.base_price_s!r} is invalid: must be a tuple of "
+                f"{self.num_choices} prices in seconds (local, {self.num_edges} edges, cloud) or empty"
+            )
+        if self.base_price_s:
+            check_field(self, "base_price_s", low=-1_000.0, high=1_000.0)
+        if self.base_price_s and self.action_mode != "prices":
+            raise ValueError(
+                f"TaskOffloadingParams.base_price_s = {self.base_price_s!r} is invalid with action_mode = "
+                f"{self.action_mode!r}: base prices apply to action_mode='prices'"
+            )
 
     @property
     def num_choices(self) -> int:
@@ -450,6 +498,8 @@ class TaskOffloadingKernel(BatchedKernel):
         U, E = p.num_devices, p.num_edges
         n_obs = U * (DEVICE_FEATURES + E) + E + 1
         obs = spaces.Box(0.0, 1.0, shape=(n_obs,), dtype=np.float32)
+        if p.action_mode == "prices":
+            return obs, spaces.Box(-1.0, 1.0, shape=(p.num_choices,), dtype=np.float32)
         return obs, spaces.MultiDiscrete(np.full(U, p.num_choices, dtype=np.int64))
 
     # -- reset -------------------------------------------------------------------
@@ -578,19 +628,76 @@ class TaskOffloadingKernel(BatchedKernel):
     def action_masks(self) -> np.ndarray:
         """Feasible choices, flattened ``(B, U (E + 2))``: local always, reachable edges, cloud."""
         p = self.params
+        if p.action_mode != "placements":
+            raise AttributeError("action masks exist only for action_mode='placements'")
+        return self.feasible_placements().reshape(self.num_envs, -1)
+
+    def feasible_placements(self) -> np.ndarray:
+        """``(B, U, E + 2)`` bool: local always, reachable edges and the cloud for devices with a task."""
+        p = self.params
         has = self.current_tasks()["present"]
         reachable = self.link_state()["reachable"]
         mask = np.zeros((self.num_envs, p.num_devices, p.num_choices), dtype=bool)
         mask[:, :, 0] = True
         mask[:, :, 1 : p.num_edges + 1] = has[..., None] & reachable
         mask[:, :, p.num_edges + 1] = has
-        return mask.reshape(self.num_envs, -1)
+        return mask
+
+    def list_schedule(self, price_s: np.ndarray | None = None) -> np.ndarray:
+        """Placements ``(B, U)`` by list scheduling on the estimated completion times, plus prices.
+
+        Devices decide in index order (vectorised over instances); each picks the feasible
+        placement whose estimated completion time plus ``price_s[:, choice]`` (seconds,
+        ``(B, E + 2)``; none: 0, which is the ``greedy`` baseline) is smallest, given the
+        queues and the uploads of the devices that decided before it in the slot (bandwidth
+        share ``W / (n_j + 1)``, edge queue extended by their work).  Energy, drops and twin
+        age are not in the estimate; the FIFO order at the edge is approximated by decision
+        order.  ``action_mode="prices"`` plays this with the agent's prices.
+        """
+        p = self.params
+        B, U, E = self.num_envs, p.num_devices, p.num_edges
+        b = self._batch
+        task = self.current_tasks()
+        link = self.link_state()
+        now = self.now_s()
+        mask = self.feasible_placements()
+        n_up = np.zeros((B, E), dtype=np.int64)
+        edge_free = np.maximum(self.edge_free_s, now[:, None])
+        actions = np.zeros((B, U), dtype=np.int64)
+        for u in range(U):  # sequential by design: each device sees the earlier ones
+            cycles = task["cycles"][:, u]
+            bits = task["bits"][:, u]
+            est = np.full((B, p.num_choices), np.inf)
+            est[:, 0] = np.maximum(now, self.local_free_s[:, u]) + cycles / p.device_cpu_hz
+            up_start = np.maximum(now, self.uplink_free_s[:, u])
+            share = p.edge_bandwidth_hz / (n_up + 1)  # (B, E)
+            up_end = up_start[:, None] + bits[:, None] / uplink_rate_bps(share, link["gain"][:, u, :], p)
+            est[:, 1 : E + 1] = np.maximum(up_end, edge_free) + (cycles / p.edge_cpu_hz)[:, None]
+            near = link["nearest"][:, u]
+            est[:, E + 1] = up_end[b, near] + p.cloud_backhaul_s + cycles / p.cloud_cpu_hz
+            key = est if price_s is None else est + price_s
+            choice = np.argmin(np.where(mask[:, u], key, np.inf), axis=1)
+            has = task["present"][:, u]
+            choice = np.where(has, choice, 0)
+            actions[:, u] = choice
+            relay = np.where(choice == E + 1, near, choice - 1)
+            offload = has & (choice >= 1)
+            n_up[b[offload], relay[offload]] += 1
+            at_edge = has & (choice >= 1) & (choice <= E)
+            edge_free[b[at_edge], relay[at_edge]] = est[b[at_edge], choice[at_edge]]
+        return actions
 
     # -- step --------------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
         p = self.params
         B, U, E = self.num_envs, p.num_devices, p.num_edges
         b = self._batch
+        if p.action_mode == "prices":
+            # The agent prices the placements (on top of the base prices); the list scheduler places.
+            price = p.price_scale_s * np.asarray(actions, dtype=np.float64)
+            if p.base_price_s:
+                price = price + np.asarray(p.base_price_s)
+            actions = self.list_schedule(price)
         task = self.current_tasks()
         link = self.link_state()
         has, bits, cycles, update = task["present"], task["bits"], task["cycles"], task["update"]
@@ -785,3 +892,12 @@ class TaskOffloadingParallelEnv(KernelParallelEnv):
     __doc__ = __doc__
     kernel_class = TaskOffloadingKernel
     metadata = {"render_modes": [], "name": "task_offloading_ma_v0", "is_parallelizable": True}
+
+    def __init__(self, params=None, render_mode=None, **overrides):
+        super().__init__(params, render_mode=render_mode, **overrides)
+        if self.kernel.params.action_mode != "placements":
+            raise ValueError(
+                f"TaskOffloadingParams.action_mode = {self.kernel.params.action_mode!r} is invalid for the "
+                f"multi-agent view: each device places its own task there ('placements'); the prices are "
+                f"one action for all devices, use gentwin/TaskOffloading-v0"
+            )

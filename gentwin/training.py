@@ -249,9 +249,15 @@ def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], Boun
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"baselines = {unknown!r} are invalid for {config.env_id}: allowed are {sorted(available)}")
+    # Params that only change how actions are given (a family's ACTION_INTERFACE_KWARGS) are left
+    # out for its baselines: the same seeds give the same episodes without them.
+    from gentwin.baselines.base import baseline_module
+
+    interface = getattr(baseline_module(config.env_id), "ACTION_INTERFACE_KWARGS", ())
+    env_kwargs = {k: v for k, v in (config.env_kwargs or {}).items() if k not in interface}
     results = {}
     for name in names:
-        venv = make_eval_env(config.env_id, config.eval_episodes, config.env_kwargs)
+        venv = make_eval_env(config.env_id, config.eval_episodes, env_kwargs)
         policy = available[name](venv, seed=config.eval_seed)
         results[name] = evaluate_policy(
             policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv

@@ -593,3 +593,154 @@ def test_no_baseline_beats_the_multi_slot_bounds(preset, overrides):
     for seed in range(6):  # random search over feasible placements
         k.reset(seed=7)
         assert np.all(_episode_return(k, BASELINES["random"](k, seed=seed)) <= fluid)
+
+
+# ---------------------------------------------------------------------------
+# action_mode="prices": the agent prices the placements, the list scheduler places
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["small", "medium"])
+def test_zero_prices_play_the_greedy_episode(preset):
+    venv = make_sb3_vec_env(ENV_ID, num_envs=3, params=preset, episode_slots=30)
+    greedy = evaluate_policy(GreedyLatencyPolicy(venv), ENV_ID, n_episodes=3, seed=9, venv=venv)
+    prices = make_sb3_vec_env(ENV_ID, num_envs=3, params=preset, episode_slots=30, action_mode="prices")
+    C = PRESETS[preset].num_choices
+
+    class ZeroPrices:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros((obs.shape[0], C), dtype=np.float32), None
+
+    played = evaluate_policy(ZeroPrices(), ENV_ID, n_episodes=3, seed=9, venv=prices)
+    np.testing.assert_array_equal(played.metric("return"), greedy.metric("return"))
+    assert prices.action_space == gym.spaces.Box(-1.0, 1.0, (C,), np.float32)
+
+
+def test_prices_steer_the_scheduler_within_the_feasible_placements():
+    """A dominant price sends every task to the cheapest-priced feasible placement; unreachable
+    edges are never chosen however cheap; the step's placements are the scheduler's."""
+    k = TaskOffloadingKernel(dict(action_mode="prices", price_scale_s=1000.0, coverage_radius_m=0.0,
+                                  episode_slots=6), num_envs=4)
+    k.reset(seed=3)
+    E = k.params.num_edges
+    for target in (0, E + 1, 1, 2):
+        prices = np.ones((4, k.params.num_choices), dtype=np.float32)
+        prices[:, target] = -1.0
+        feasible = k.feasible_placements()
+        has = k.current_tasks()["present"]
+        expected = k.list_schedule(k.params.price_scale_s * prices.astype(np.float64))
+        *_, info = k.step(prices)
+        np.testing.assert_array_equal(np.where(has, info["placement"], -1), np.where(has, expected, -1))
+        assert np.all(feasible[np.arange(4)[:, None], np.arange(k.params.num_devices), expected] | ~has)
+        if target in (0, E + 1):  # local and cloud are always feasible
+            assert np.all(expected[has] == target)
+        else:  # an edge only where it is the serving cell (coverage radius 0)
+            reachable = feasible[:, :, target] & has
+            assert np.all(expected[reachable] == target)
+            assert np.all(expected[has & ~reachable] != target)
+
+
+def test_prices_mode_errors_baselines_and_harness():
+    from gentwin.training import TrainConfig, evaluate_baselines
+
+    with pytest.raises(ValueError, match="action_mode = 'bids' is invalid: must be one of 'placements', 'prices'"):
+        TaskOffloadingParams(action_mode="bids")
+    with pytest.raises(ValueError, match="price_scale_s"):
+        TaskOffloadingParams(action_mode="prices", price_scale_s=0.0)
+    with pytest.raises(ValueError, match="invalid for the multi-agent view"):
+        make_parallel(MA_ID, action_mode="prices")
+    venv = make_sb3_vec_env(ENV_ID, num_envs=2, action_mode="prices")
+    with pytest.raises(ValueError, match="greedy: TaskOffloadingParams.action_mode = 'prices' is invalid"):
+        GreedyLatencyPolicy(venv)
+    with pytest.raises(AttributeError, match="placements"):
+        TaskOffloadingKernel(dict(action_mode="prices")).action_masks()
+    # The harness evaluates the baselines on the same episodes without the interface params.
+    common = dict(env_id=ENV_ID, eval_episodes=2, baselines=["greedy", "all_cloud"])
+    plain, _ = evaluate_baselines(TrainConfig(env_kwargs=dict(params="small", episode_slots=20), **common))
+    priced, _ = evaluate_baselines(TrainConfig(env_kwargs=dict(params="small", episode_slots=20,
+                                                               action_mode="prices", price_scale_s=2.0), **common))
+    for name in ("greedy", "all_cloud"):
+        np.testing.assert_array_equal(priced[name].metric("return"), plain[name].metric("return"))
+
+
+def test_check_env_in_prices_mode():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, action_mode="prices", params="small").unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, action_mode="prices", params="small").unwrapped, warn=False)
+
+
+def test_tune_prices_is_deterministic_and_never_worse_than_greedy_on_its_episodes():
+    from gentwin.baselines.task_offloading import TUNING_SEED, list_schedule_returns, tune_prices
+
+    params = dict(num_devices=6, num_edges=2, episode_slots=20)
+    first = tune_prices(params, episodes=4, candidates=6, refinements=3)
+    second = tune_prices(params, episodes=4, candidates=6, refinements=3)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[1] == second[1]
+    greedy = list_schedule_returns(TaskOffloadingKernel(params, 4), None, TUNING_SEED).mean()
+    assert first[1] >= greedy
+    assert first[0].shape == (4,)
+
+
+def test_base_prices_make_the_zero_action_the_priced_greedy():
+    """base_price_s = greedy_priced's prices: the zero action plays greedy_priced's episode."""
+    from gentwin.baselines.task_offloading import PricedGreedyPolicy
+
+    prices = (0.05, -0.02, 0.01, -0.1)
+    options = dict(params="small", episode_slots=30)
+    venv = make_sb3_vec_env(ENV_ID, num_envs=3, **options)
+    expected = evaluate_policy(PricedGreedyPolicy(venv, price_s=prices), ENV_ID, n_episodes=3, seed=4, venv=venv)
+    priced = make_sb3_vec_env(ENV_ID, num_envs=3, action_mode="prices", base_price_s=prices, **options)
+
+    class Zero:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros((obs.shape[0], 4), dtype=np.float32), None
+
+    played = evaluate_policy(Zero(), ENV_ID, n_episodes=3, seed=4, venv=priced)
+    np.testing.assert_array_equal(played.metric("return"), expected.metric("return"))
+    greedy = evaluate_policy(GreedyLatencyPolicy(venv), ENV_ID, n_episodes=3, seed=4, venv=venv)
+    assert not np.array_equal(played.metric("return"), greedy.metric("return"))
+    with pytest.raises(ValueError, match="base_price_s = \\(0.1,\\) is invalid: must be a tuple of 4 prices"):
+        TaskOffloadingParams(num_devices=4, num_edges=2, action_mode="prices", base_price_s=(0.1,))
+    with pytest.raises(ValueError, match="base prices apply to action_mode='prices'"):
+        TaskOffloadingParams(num_edges=2, base_price_s=(0.1, 0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="price_s has shape"):
+        PricedGreedyPolicy(venv, price_s=(0.1, 0.2))
+
+
+def test_priced_rollout_is_never_below_its_base_policy_nor_above_the_bound():
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import BOUND, PricedGreedyPolicy, PricedHindsightRolloutPolicy
+    from gentwin.envs.task_offloading import PRESETS
+
+    prices = (0.1, -0.05, 0.0, -0.15)
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], episode_slots=25), 3)
+    k.reset(seed=13)
+    fluid = BOUND.value(k)
+    rollout = _episode_return(k, PricedHindsightRolloutPolicy(k, price_s=prices))
+    k.reset(seed=13)
+    base = _episode_return(k, PricedGreedyPolicy(k, price_s=prices))
+    assert np.all(base <= rollout + 1e-12) and np.all(rollout <= fluid)
+
+
+@pytest.mark.parametrize("preset, overrides", [("small", {"episode_slots": 30}), ("medium", {"episode_slots": 20})])
+def test_random_prices_never_beat_the_fluid_bound(preset, overrides):
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import BOUND
+    from gentwin.envs.task_offloading import PRESETS
+
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS[preset], action_mode="prices", **overrides), 3)
+    k.reset(seed=7)
+    fluid = BOUND.value(k)
+    rng = np.random.default_rng(0)
+    C = k.params.num_choices
+    for trial in range(8):  # constant and per-slot random prices (the agents' whole space)
+        k.reset(seed=7)
+        constant = rng.uniform(-1, 1, size=(3, C)).astype(np.float32)
+        total = np.zeros(3)
+        for _ in range(k.params.episode_slots):
+            a = constant if trial % 2 else rng.uniform(-1, 1, size=(3, C)).astype(np.float32)
+            total += k.step(a)[1]
+        assert np.all(total <= fluid), trial
