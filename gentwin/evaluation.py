@@ -64,6 +64,35 @@ class EvalResult:
         return {k: self.mean(k) for k in self.metrics}
 
 
+class SharedAgentPolicy:
+    """A model trained on a PettingZoo view (one model shared by all agents) acting on the central view.
+
+    Each step it reads every agent's observation of the very instances it acts on
+    (``kernel.observe_agents()``, ``(B, agents, d)``), asks the model for each agent's action
+    and lays the joint action out as the central view's action (agents stacked in
+    ``possible_agents`` order, the PettingZoo views' own rule).  So a parameter-shared policy
+    is scored by the central reward, on the episodes the baselines get.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.kernel = None
+
+    def attach(self, env: Any) -> "SharedAgentPolicy":
+        from gentwin.baselines.base import kernel_of
+
+        self.kernel = kernel_of(env)
+        return self
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, **_):
+        if self.kernel is None:
+            raise ValueError("SharedAgentPolicy: attach it to the central environment it acts on first")
+        agent_obs = self.kernel.observe_agents()
+        B, A, d = agent_obs.shape
+        actions, _ = self.model.predict(agent_obs.reshape(B * A, d), deterministic=deterministic)
+        return np.asarray(actions).reshape(B, *self.kernel.single_action_space.shape), None
+
+
 def _uses_action_masks(policy: Any) -> bool:
     if getattr(policy, "uses_action_masks", False) is True:  # the diffusion agent, unless use_masks=False
         return True

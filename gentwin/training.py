@@ -211,56 +211,100 @@ def _seedable_supersuit(venv):
 
 
 def make_eval_env(env_id: str, n_episodes: int, env_kwargs: dict | None = None):
-    if is_parallel_env(env_id):
-        # One PettingZoo env holds several agents; n_episodes copies of it.
-        return make_train_env(env_id, n_episodes, 0, env_kwargs)
+    """The evaluation VecEnv: the batched kernel, with ``n_episodes`` instances.
+
+    A PettingZoo id is evaluated on its family's central view with the params the
+    PettingZoo env resolves to (:func:`central_view`): its policies act there per agent
+    through :class:`~gentwin.evaluation.SharedAgentPolicy`, next to the baselines.
+    """
+    env_id, env_kwargs = central_view(env_id, env_kwargs)
     return make_sb3_vec_env(env_id, num_envs=n_episodes, **(env_kwargs or {}))
 
 
+def central_view(env_id: str, env_kwargs: dict | None = None) -> tuple[str, dict]:
+    """``(id, kwargs)`` of the single-agent view on the same instances as ``env_id`` with ``env_kwargs``.
+
+    For a PettingZoo id (``...-ma-v0``) the family's central id (``...-v0``) with the params the
+    PettingZoo env resolves ``env_kwargs`` to (its own default preset included, e.g.
+    ModelCaching's ``cooperative``); other ids are returned unchanged.
+    """
+    env_kwargs = dict(env_kwargs or {})
+    if not is_parallel_env(env_id):
+        return env_id, env_kwargs
+    central = env_id.replace("-ma-v", "-v")
+    return central, {"params": make_parallel(env_id, **env_kwargs).kernel.params}
+
+
 def evaluate(policy: Any, config: TrainConfig) -> EvalResult:
-    """Evaluate ``policy`` on the held-out seeds of ``config``."""
-    venv = make_eval_env(config.env_id, config.eval_episodes, config.env_kwargs)
+    """Evaluate ``policy`` on the held-out seeds of ``config``.
+
+    A model trained on a PettingZoo id acts on the central view, one shared model for every
+    agent (:class:`~gentwin.evaluation.SharedAgentPolicy`): the return is the central reward's,
+    the one the baselines get.
+    """
+    from gentwin.baselines.base import Baseline
+    from gentwin.evaluation import SharedAgentPolicy
+
+    env_id, env_kwargs = central_view(config.env_id, config.env_kwargs)
+    if is_parallel_env(config.env_id) and not isinstance(policy, (Baseline, SharedAgentPolicy)):
+        policy = SharedAgentPolicy(policy)
+    venv = make_eval_env(env_id, config.eval_episodes, env_kwargs)
     try:
-        return evaluate_policy(
-            policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
-        )
+        return evaluate_policy(policy, env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv)
     finally:
         venv.close()
 
 
 def evaluate_reference(config: TrainConfig) -> BoundResult | None:
     """The family's bound (exact optimum / certified upper bound) on the evaluation episodes."""
-    if is_parallel_env(config.env_id):
-        return None
-    return evaluate_bound(config.env_id, config.eval_episodes, config.eval_seed, config.env_kwargs)
+    env_id, env_kwargs = central_view(config.env_id, config.env_kwargs)
+    return evaluate_bound(env_id, config.eval_episodes, config.eval_seed, env_kwargs)
+
+
+def _without_interface_params(env_id: str, env_kwargs: dict) -> dict:
+    """``env_kwargs`` less the family's ``ACTION_INTERFACE_KWARGS`` (also inside a ``params`` object)."""
+    import dataclasses
+
+    from gentwin.baselines.base import baseline_module
+
+    interface = getattr(baseline_module(env_id), "ACTION_INTERFACE_KWARGS", ())
+    out = {k: v for k, v in env_kwargs.items() if k not in interface}
+    params = out.get("params")
+    if dataclasses.is_dataclass(params) and interface:
+        defaults = {f.name: f for f in dataclasses.fields(params) if f.name in interface}
+        out["params"] = dataclasses.replace(params, **{
+            name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for name, f in defaults.items()
+        })
+    return out
 
 
 def evaluate_baselines(config: TrainConfig) -> tuple[dict[str, EvalResult], BoundResult | None]:
-    """Every requested baseline, and the family's bound, on the evaluation seeds."""
-    if is_parallel_env(config.env_id):
-        return {}, None
+    """Every requested baseline, and the family's bound, on the evaluation seeds.
+
+    For a PettingZoo id they act on the family's central view of the same instances
+    (:func:`central_view`), where its agents are evaluated too.
+    """
     bound = evaluate_reference(config)
     if not config.baselines:
         return {}, bound
     from gentwin.baselines import get_baselines
 
-    available = get_baselines(config.env_id)
+    env_id, env_kwargs = central_view(config.env_id, config.env_kwargs)
+    available = get_baselines(env_id)
     names = list(available) if config.baselines == "all" else list(config.baselines)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"baselines = {unknown!r} are invalid for {config.env_id}: allowed are {sorted(available)}")
     # Params that only change how actions are given (a family's ACTION_INTERFACE_KWARGS) are left
     # out for its baselines: the same seeds give the same episodes without them.
-    from gentwin.baselines.base import baseline_module
-
-    interface = getattr(baseline_module(config.env_id), "ACTION_INTERFACE_KWARGS", ())
-    env_kwargs = {k: v for k, v in (config.env_kwargs or {}).items() if k not in interface}
+    env_kwargs = _without_interface_params(env_id, env_kwargs)
     results = {}
     for name in names:
-        venv = make_eval_env(config.env_id, config.eval_episodes, env_kwargs)
+        venv = make_eval_env(env_id, config.eval_episodes, env_kwargs)
         policy = available[name](venv, seed=config.eval_seed)
         results[name] = evaluate_policy(
-            policy, config.env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
+            policy, env_id, n_episodes=config.eval_episodes, seed=config.eval_seed, venv=venv
         )
     return results, bound
 

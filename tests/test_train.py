@@ -182,8 +182,43 @@ def test_pettingzoo_env_trains_through_supersuit_parameter_sharing(tmp_path):
     assert not np.array_equal(venv_a.reset(), venv_c.reset())
     result = train(config)
     assert result.model_path.exists()
-    assert result.baselines == {}  # baselines act on the central view, not per agent
-    assert len(result.agent.episodes) == 1
+    # The shared model acts on the central view of the same instances, next to the baselines and bound.
+    assert set(result.baselines) == {"all_local", "all_nearest_edge", "all_cloud", "random", "greedy",
+                                     "greedy_priced"}
+    assert result.bound is not None and result.bound.name == "fluid_lp"
+    assert len(result.agent.episodes) == 1 and "drop_rate" in result.agent.episodes[0]
+    assert np.all(np.asarray(result.bound.values) >= result.agent.metric("return"))
+
+
+def test_a_shared_agent_policy_plays_the_central_view_per_agent():
+    """SharedAgentPolicy lays out the agents' actions as the central action: a model that sends every
+    device's task to the cloud is the all_cloud baseline, episode by episode; ModelCaching's edges too."""
+    from gentwin.baselines.model_caching import CloudOnlyPolicy
+    from gentwin.baselines.task_offloading import AllCloudPolicy
+    from gentwin.evaluation import SharedAgentPolicy, evaluate_policy
+    from gentwin.training import central_view, make_eval_env
+
+    class Constant:
+        def __init__(self, action):
+            self.action = np.asarray(action)
+
+        def predict(self, obs, deterministic=True):
+            return np.repeat(self.action[None], len(obs), axis=0), None
+
+    for env_id, kwargs, action, baseline in [
+        ("gentwin/TaskOffloading-ma-v0", {"params": "small"}, 3, AllCloudPolicy),  # E + 1 = cloud
+        ("gentwin/ModelCaching-ma-v0", {"num_slots": 15}, np.zeros(22, dtype=np.int64), CloudOnlyPolicy),
+    ]:
+        central, central_kwargs = central_view(env_id, kwargs)
+        assert central == env_id.replace("-ma-v0", "-v0")
+        venv = make_eval_env(env_id, 3, kwargs)
+        shared = evaluate_policy(SharedAgentPolicy(Constant(action)), central, n_episodes=3, seed=21, venv=venv)
+        venv = make_eval_env(env_id, 3, kwargs)
+        expected = evaluate_policy(baseline(venv), central, n_episodes=3, seed=21, venv=venv)
+        np.testing.assert_array_equal(shared.metric("return"), expected.metric("return"))
+    assert central_kwargs["params"].num_edges == 3  # the PettingZoo env's own default preset
+    with pytest.raises(ValueError, match="attach it"):
+        SharedAgentPolicy(Constant(3)).predict(np.zeros((1, 4)))
 
 
 def test_run_keys_come_from_the_hyperparameter_file_unless_a_flag_sets_them(tmp_path):
