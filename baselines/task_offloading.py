@@ -1,17 +1,19 @@
 """Baselines of task offloading (``gentwin/TaskOffloading-v0``, issue 6).
 
 Fixed rules: all-local, all-nearest-edge (each device's serving cell), all-cloud,
-random (uniform over the feasible choices of ``action_masks``), and greedy
+random (uniform over the feasible choices of ``action_masks``), greedy
 (minimum estimated latency given the current queues, the usual myopic
 benchmark of the offloading literature, e.g. the "greedy" of seed 002 Table V
-ref. [32]).  ``one_slot_optimum`` is the exact optimum of the current slot's
+ref. [32]) and ``greedy_priced`` (greedy's list schedule with one constant
+price per placement, tuned by random search on episodes disjoint from the
+evaluation episodes: :func:`tune_prices`).  ``one_slot_optimum`` is the exact optimum of the current slot's
 cost by enumerating every feasible joint placement, for small instances only.
 
 All of them read the true state from the kernel they are attached to (the
 positions, queues and channels a network twin mirrors), so they set
 ``requires_kernel``; the evaluation harness attaches them.
 
-``BASELINES`` holds the five rules; the enumeration is in ``EXACT_BASELINES``
+``BASELINES`` holds the six rules; the enumeration is in ``EXACT_BASELINES``
 because it cannot be built for the default preset (train.py evaluates every
 entry of ``BASELINES``).  The enumeration exists only for ``U <= 4`` devices (the
 ``small`` preset), and even there it is the optimum of *one slot* (it ignores how
@@ -27,10 +29,11 @@ policy in general:
   CPUs' capacities over deadline windows -- tighter, and still loose under load, as
   it leaves out shared bands and queueing delay (docs/task_offloading.md has the gaps).
 
-and one multi-slot reference *policy*, :class:`HindsightRolloutPolicy`
-(``HINDSIGHT_BASELINES``): greedy improved by rollouts over the episode's known
-future; never below greedy, episode by episode, and attainable, so the true
-optimum lies between it and ``fluid_lp`` (a heuristic reference, not a bound).
+and two multi-slot reference *policies* (``HINDSIGHT_BASELINES``):
+:class:`HindsightRolloutPolicy`, greedy improved by rollouts over the episode's known
+future, and :class:`PricedHindsightRolloutPolicy`, the same over ``greedy_priced``; each
+never below its base policy, episode by episode, and attainable, so the true optimum
+lies between the better of them and ``fluid_lp`` (heuristic references, not bounds).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from gentwin.envs.task_offloading import TaskOffloadingKernel, uplink_rate_bps
 #: Params that change only how an action is given, not the episodes (their randomness is drawn
 #: at reset from the seed): the harness (``gentwin.training.evaluate_baselines``) evaluates the
 #: baselines, which place tasks, on the same seeds without them.
-ACTION_INTERFACE_KWARGS = ("action_mode", "price_scale_s", "base_price_s")
+ACTION_INTERFACE_KWARGS = ("action_mode", "price_scale_s", "base_price_s", "expert")
 
 #: The enumeration is exact but costs (E + 2)^U evaluations per slot.
 MAX_ENUMERATION_DEVICES = 4

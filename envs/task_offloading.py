@@ -121,8 +121,11 @@ the load a placement leaves for later slots) as shadow prices of the
 placements, in the way price-based offloading schemes steer users.  Why: with
 one placement per device, PPO with parameter sharing got worse than greedy as
 it trained (docs/task_offloading.md).  Only differences between prices matter.
-``info["placement"]`` holds the scheduled placements.  No action masks (every
-action is feasible); the multi-agent view needs ``placements``.  Baselines
+``info["placement"]`` holds the scheduled placements.  With
+``expert="greedy_priced"`` every step also reports ``info["expert_action"]``, the
+action that plays that baseline (:meth:`TaskOffloadingKernel.expert_actions`), for
+agents that clone it (``bc_coef``).  No action masks (every action is feasible);
+the multi-agent view needs ``placements``.  Baselines
 place tasks: the harness evaluates them on the same episodes without these
 params (``ACTION_INTERFACE_KWARGS`` of the baselines module).
 
@@ -299,6 +302,9 @@ class TaskOffloadingParams:
     #: "prices": constant prices (seconds, one per placement) the action is added to; empty: none.
     #: With ``greedy_priced``'s tuned prices the zero action is that baseline (a residual action).
     base_price_s: tuple[float, ...] = ()
+    #: "prices": "greedy_priced" puts the action that plays that baseline (its prices tuned on
+    #: other episodes) in ``info["expert_action"]`` every step, for agents that clone it.
+    expert: str = "none"
 
     def __post_init__(self) -> None:
         check_field(self, "num_devices", low=1, high=10_000, integer=True)
@@ -337,6 +343,12 @@ class TaskOffloadingParams:
         check_field(self, "w_age", low=0.0)
         check_field(self, "shared_reward_weight", low=0.0, high=1.0)
         check_choice(self, "action_mode", ACTION_MODES)
+        check_choice(self, "expert", ("none", "greedy_priced"))
+        if self.expert != "none" and self.action_mode != "prices":
+            raise ValueError(
+                f"TaskOffloadingParams.expert = {self.expert!r} is invalid with action_mode = "
+                f"{self.action_mode!r}: the expert acts in the prices space, so it needs action_mode='prices'"
+            )
         check_field(self, "price_scale_s", low=0.0, high=1_000.0, low_inclusive=False)
         if isinstance(self.base_price_s, list):  # from YAML / the command line; stored as a tuple
             object.__setattr__(self, "base_price_s", tuple(self.base_price_s))
@@ -492,6 +504,7 @@ class TaskOffloadingKernel(BatchedKernel):
         self._edges = np.arange(E)
         self._devices = np.arange(U)
         self._link: dict[str, np.ndarray] | None = None
+        self._expert_action: np.ndarray | None = None  # expert="greedy_priced": built on first use
 
     def _build_spaces(self):
         p = self.params
@@ -687,17 +700,40 @@ class TaskOffloadingKernel(BatchedKernel):
             edge_free[b[at_edge], relay[at_edge]] = est[b[at_edge], choice[at_edge]]
         return actions
 
+    def expert_actions(self) -> np.ndarray:
+        """``expert="greedy_priced"``: the action ``(B, E + 2)`` that plays that baseline's prices.
+
+        ``(prices - base_price_s) / price_scale_s``, clipped to the box (the nearest playable
+        action where the tuned prices lie beyond reach); the prices come from
+        :func:`gentwin.baselines.task_offloading.tune_prices` for these params (tuned once per
+        process on episodes disjoint from the evaluation episodes).  The same for every state.
+        """
+        p = self.params
+        if p.expert == "none":
+            raise AttributeError("expert actions exist only with expert != 'none'")
+        if self._expert_action is None:
+            import dataclasses
+
+            from gentwin.baselines.task_offloading import tune_prices  # the baselines import this module
+
+            prices, _ = tune_prices(dataclasses.replace(p, action_mode="placements", base_price_s=(), expert="none"))
+            base = np.asarray(p.base_price_s) if p.base_price_s else 0.0
+            self._expert_action = np.clip((prices - base) / p.price_scale_s, -1.0, 1.0).astype(np.float32)
+        return np.repeat(self._expert_action[None], self.num_envs, axis=0)
+
     # -- step --------------------------------------------------------------------------
     def _step(self, actions: np.ndarray):
         p = self.params
         B, U, E = self.num_envs, p.num_devices, p.num_edges
         b = self._batch
+        expert = None
         if p.action_mode == "prices":
             # The agent prices the placements (on top of the base prices); the list scheduler places.
             price = p.price_scale_s * np.asarray(actions, dtype=np.float64)
             if p.base_price_s:
                 price = price + np.asarray(p.base_price_s)
             actions = self.list_schedule(price)
+            expert = self.expert_actions() if p.expert != "none" else None
         task = self.current_tasks()
         link = self.link_state()
         has, bits, cycles, update = task["present"], task["bits"], task["cycles"], task["update"]
@@ -846,6 +882,8 @@ class TaskOffloadingKernel(BatchedKernel):
             "service_end_s": np.where(served, np.minimum(finish, deadline), -1.0),
             "agent_rewards": agent_rewards,
         }
+        if expert is not None:
+            info["expert_action"] = expert
         truncated = self.slot >= p.episode_slots
         terminated = np.zeros(B, dtype=bool)
         return reward, terminated, truncated, info

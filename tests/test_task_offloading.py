@@ -744,3 +744,35 @@ def test_random_prices_never_beat_the_fluid_bound(preset, overrides):
             a = constant if trial % 2 else rng.uniform(-1, 1, size=(3, C)).astype(np.float32)
             total += k.step(a)[1]
         assert np.all(total <= fluid), trial
+
+
+def test_expert_action_plays_the_priced_greedy():
+    """expert='greedy_priced': info['expert_action'] is the prices action that plays that baseline (its
+    tuned prices, relative to base_price_s); the same for every state; playing it is its episode."""
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import PricedGreedyPolicy, tune_prices
+
+    options = dict(params="small", episode_slots=20)
+    venv = make_sb3_vec_env(ENV_ID, num_envs=3, **options)
+    expected = evaluate_policy(PricedGreedyPolicy(venv), ENV_ID, n_episodes=3, seed=8, venv=venv)
+    base = (0.01, 0.0, 0.02, -0.03)
+    priced = make_sb3_vec_env(ENV_ID, num_envs=3, action_mode="prices", expert="greedy_priced",
+                              base_price_s=base, **options)
+    kernel = priced.kernel
+    prices, _ = tune_prices(dataclasses.replace(PRESETS["small"], episode_slots=20))
+    np.testing.assert_allclose(kernel.expert_actions()[0], (prices - np.array(base)) / 0.5, rtol=1e-6)
+
+    class Expert:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return kernel.expert_actions(), None
+
+    played = evaluate_policy(Expert(), ENV_ID, n_episodes=3, seed=8, venv=priced)
+    np.testing.assert_array_equal(played.metric("return"), expected.metric("return"))
+    priced.reset()
+    *_, infos = priced.step(np.zeros((3, 4), dtype=np.float32))
+    assert all(np.array_equal(info["expert_action"], kernel.expert_actions()[0]) for info in infos)
+    with pytest.raises(ValueError, match="expert = 'greedy_priced' is invalid with action_mode = 'placements'"):
+        TaskOffloadingParams(expert="greedy_priced")
+    with pytest.raises(ValueError, match="expert = 'oracle' is invalid"):
+        TaskOffloadingParams(action_mode="prices", expert="oracle")
