@@ -322,8 +322,8 @@ class PricedGreedyPolicy(_OffloadingBaseline):
     to later tasks; constant prices correct the average of those (on ``medium`` they
     penalise local computing and favour the cloud, see docs/task_offloading.md).  It is
     the constant-action point of ``action_mode="prices"``: a heuristic, not a bound.
-    Tuning costs about 100 episodes of the list schedule at construction (seconds on
-    ``medium``).
+    Tuning costs 97 batches of 8 episodes of the list schedule at construction (about 20 s on
+    ``medium``), once per params in a process (:func:`tune_prices` caches it).
     """
 
     name = "greedy_priced"
