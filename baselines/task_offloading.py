@@ -312,6 +312,17 @@ def _tune_prices(params, episodes: int, candidates: int, refinements: int, seed:
     return best_price, best
 
 
+def _constant_prices(policy: _OffloadingBaseline, price_s) -> np.ndarray:
+    """``price_s`` (one price per placement, seconds) or, if None, :func:`tune_prices` for the policy's params."""
+    if price_s is None:
+        price_s, _ = tune_prices(policy.params)
+    price_s = np.asarray(price_s, dtype=np.float64)
+    if price_s.shape != (policy.params.num_choices,):
+        raise ValueError(f"{policy.name}: price_s has shape {price_s.shape}, expected "
+                         f"({policy.params.num_choices},): one price per placement")
+    return price_s
+
+
 class PricedGreedyPolicy(_OffloadingBaseline):
     """Greedy list scheduling with one constant price per placement, tuned on training episodes.
 
@@ -321,8 +332,8 @@ class PricedGreedyPolicy(_OffloadingBaseline):
     episodes, or given.  Greedy ignores energy, drops, twin age and what a placement does
     to later tasks; constant prices correct the average of those (on ``medium`` they make
     the cloud about 0.16 s and local computing 0.05 s cheaper than the edges, see
-    docs/task_offloading.md).  It is
-    the constant-action point of ``action_mode="prices"``: a heuristic, not a bound.
+    docs/task_offloading.md).  It is the constant-action point of ``action_mode="prices"``:
+    a heuristic, not a bound.
     Tuning costs 97 batches of 8 episodes of the list schedule at construction (about 20 s on
     ``medium``), once per params in a process (:func:`tune_prices` caches it).
     """
@@ -331,12 +342,7 @@ class PricedGreedyPolicy(_OffloadingBaseline):
 
     def __init__(self, env, seed=None, price_s=None):
         super().__init__(env, seed)
-        if price_s is None:
-            price_s, _ = tune_prices(self.params)
-        self.price_s = np.asarray(price_s, dtype=np.float64)
-        if self.price_s.shape != (self.params.num_choices,):
-            raise ValueError(f"{self.name}: price_s has shape {self.price_s.shape}, expected "
-                             f"({self.params.num_choices},): one price per placement")
+        self.price_s = _constant_prices(self, price_s)
 
     def act(self, obs):
         self._check_batch(obs)
@@ -355,9 +361,7 @@ class PricedHindsightRolloutPolicy(HindsightRolloutPolicy):
 
     def __init__(self, env, seed=None, price_s=None):
         super().__init__(env, seed)
-        if price_s is None:
-            price_s, _ = tune_prices(self.params)
-        self.base_price_s = np.asarray(price_s, dtype=np.float64)
+        self.base_price_s = _constant_prices(self, price_s)
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from gentwin.evaluation import EVAL_SEED, evaluate_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import docblock  # noqa: E402
+from learning import _git_commit  # noqa: E402  (one way to name the commit in records)
 
 
 def interval(x: np.ndarray) -> str:
@@ -119,12 +119,6 @@ def task_offloading(n: int, presets: list[str], record: Path) -> None:
             "seconds": seconds,
         }
         record.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _git_commit() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                         capture_output=True, text=True)
-    return out.stdout.strip() or None
 
 
 def task_offloading_report(record: Path) -> str:
