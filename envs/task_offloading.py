@@ -125,7 +125,21 @@ it trained (docs/task_offloading.md).  Only differences between prices matter.
 ``expert="greedy_priced"`` every step also reports ``info["expert_action"]``, the
 action that plays that baseline (:meth:`TaskOffloadingKernel.expert_actions`), for
 agents that clone it (``bc_coef``).  No action masks (every action is feasible);
-the multi-agent view needs ``placements``.  Baselines
+``prices`` is one action for all devices, so the multi-agent view takes
+``placements`` or ``device_prices``.
+
+``action_mode="device_prices"`` (ours): ``Box(-1, 1, (U, E + 2))``, row ``u`` the
+prices of device ``u``'s own task, placed by the same list scheduler (device
+``u``'s placements compared with ``base_price_s + price_scale_s * a[u]``).  In
+the multi-agent view each device agent gives its row, ``Box(-1, 1, (E + 2,))``:
+the devices bid for the placements and the network twin's scheduler places
+their tasks in device order.  Every row equal is ``prices`` with that row, so
+the zero action is again greedy (or ``greedy_priced`` with its tuned
+``base_price_s``), and one policy shared by the devices can learn what
+``prices`` learns, and beyond it prices that depend on a device's own channel
+and queues.  Why: per-device placements (``placements``) with parameter
+sharing got worse than greedy as PPO trained (docs/task_offloading.md).
+``expert="greedy_priced"`` reports the tuned prices in every row.  Baselines
 place tasks: the harness evaluates them on the same episodes without these
 params (``ACTION_INTERFACE_KWARGS`` of the baselines module).
 
@@ -244,7 +258,9 @@ DEVICE_FEATURES = 9
 
 
 #: Action interfaces of ``action_mode`` (see Action Space).
-ACTION_MODES = ("placements", "prices")
+ACTION_MODES = ("placements", "prices", "device_prices")
+#: The modes whose action is prices for the list scheduler.
+PRICE_MODES = ("prices", "device_prices")
 
 
 @dataclass(frozen=True)
@@ -295,14 +311,17 @@ class TaskOffloadingParams:
     shared_reward_weight: float = 0.5
     # -- action interface --
     #: "placements": one placement per device (MultiDiscrete, the default); "prices": one price
-    #: offset per placement, shared by the devices, for the list scheduler (Box, see Action Space).
+    #: offset per placement, shared by the devices, for the list scheduler (Box, see Action Space);
+    #: "device_prices": one such row of prices per device (Box (U, E + 2); per agent in -ma).
     action_mode: str = "placements"
-    #: "prices": seconds added to a placement's estimated completion time per unit of action.
+    #: "prices"/"device_prices": seconds added to a placement's estimated completion time per
+    #: unit of action.
     price_scale_s: float = 0.5
-    #: "prices": constant prices (seconds, one per placement) the action is added to; empty: none.
+    #: "prices"/"device_prices": constant prices (seconds, one per placement) the action is added
+    #: to (every device's row in "device_prices"); empty: none.
     #: With ``greedy_priced``'s tuned prices the zero action is that baseline (a residual action).
     base_price_s: tuple[float, ...] = ()
-    #: "prices": "greedy_priced" puts the action that plays that baseline (its prices tuned on
+    #: "prices"/"device_prices": "greedy_priced" puts the action that plays that baseline (its prices tuned on
     #: other episodes) in ``info["expert_action"]`` every step, for agents that clone it.
     expert: str = "none"
 
@@ -344,10 +363,11 @@ class TaskOffloadingParams:
         check_field(self, "shared_reward_weight", low=0.0, high=1.0)
         check_choice(self, "action_mode", ACTION_MODES)
         check_choice(self, "expert", ("none", "greedy_priced"))
-        if self.expert != "none" and self.action_mode != "prices":
+        if self.expert != "none" and self.action_mode not in PRICE_MODES:
             raise ValueError(
                 f"TaskOffloadingParams.expert = {self.expert!r} is invalid with action_mode = "
-                f"{self.action_mode!r}: the expert acts in the prices space, so it needs action_mode='prices'"
+                f"{self.action_mode!r}: the expert acts in the prices space, so it needs action_mode in "
+                f"{PRICE_MODES}"
             )
         check_field(self, "price_scale_s", low=0.0, high=1_000.0, low_inclusive=False)
         if isinstance(self.base_price_s, list):  # from YAML / the command line; stored as a tuple
@@ -359,10 +379,10 @@ class TaskOffloadingParams:
             )
         if self.base_price_s:
             check_field(self, "base_price_s", low=-1_000.0, high=1_000.0)
-        if self.base_price_s and self.action_mode != "prices":
+        if self.base_price_s and self.action_mode not in PRICE_MODES:
             raise ValueError(
                 f"TaskOffloadingParams.base_price_s = {self.base_price_s!r} is invalid with action_mode = "
-                f"{self.action_mode!r}: base prices apply to action_mode='prices'"
+                f"{self.action_mode!r}: base prices apply to action_mode in {PRICE_MODES}"
             )
 
     @property
@@ -469,7 +489,8 @@ class TaskOffloadingKernel(BatchedKernel):
                      {"episode_slots": T, "num_devices": U, "num_edges": E, "deadline_s": p.deadline_s})
         self.possible_agents = [f"device_{u}" for u in range(U)]
         self.single_agent_observation_space = spaces.Box(0.0, 1.0, shape=(10 + 2 * E,), dtype=np.float32)
-        self.single_agent_action_space = spaces.Discrete(p.num_choices)
+        self.single_agent_action_space = (spaces.Discrete(p.num_choices) if p.action_mode == "placements"
+                                          else spaces.Box(-1.0, 1.0, shape=(p.num_choices,), dtype=np.float32))
         self.edge_pos_m = edge_positions(p)
         self.tx_power_w = 10.0 ** ((p.tx_power_dbm - 30.0) / 10.0)
         # Dynamic state.
@@ -513,6 +534,8 @@ class TaskOffloadingKernel(BatchedKernel):
         obs = spaces.Box(0.0, 1.0, shape=(n_obs,), dtype=np.float32)
         if p.action_mode == "prices":
             return obs, spaces.Box(-1.0, 1.0, shape=(p.num_choices,), dtype=np.float32)
+        if p.action_mode == "device_prices":
+            return obs, spaces.Box(-1.0, 1.0, shape=(U, p.num_choices), dtype=np.float32)
         return obs, spaces.MultiDiscrete(np.full(U, p.num_choices, dtype=np.int64))
 
     # -- reset -------------------------------------------------------------------
@@ -661,7 +684,8 @@ class TaskOffloadingKernel(BatchedKernel):
 
         Devices decide in index order (vectorised over instances); each picks the feasible
         placement whose estimated completion time plus ``price_s[:, choice]`` (seconds,
-        ``(B, E + 2)``; none: 0, which is the ``greedy`` baseline) is smallest, given the
+        ``(B, E + 2)``, or ``(B, U, E + 2)``: row ``u`` for device ``u``; none: 0, which is the
+        ``greedy`` baseline) is smallest, given the
         queues and the uploads of the devices that decided before it in the slot (bandwidth
         share ``W / (n_j + 1)``, edge queue extended by their work).  Energy, drops and twin
         age are not in the estimate; the FIFO order at the edge is approximated by decision
@@ -677,6 +701,7 @@ class TaskOffloadingKernel(BatchedKernel):
         n_up = np.zeros((B, E), dtype=np.int64)
         edge_free = np.maximum(self.edge_free_s, now[:, None])
         actions = np.zeros((B, U), dtype=np.int64)
+        per_device = price_s is not None and np.ndim(price_s) == 3
         for u in range(U):  # sequential by design: each device sees the earlier ones
             cycles = task["cycles"][:, u]
             bits = task["bits"][:, u]
@@ -688,7 +713,7 @@ class TaskOffloadingKernel(BatchedKernel):
             est[:, 1 : E + 1] = np.maximum(up_end, edge_free) + (cycles / p.edge_cpu_hz)[:, None]
             near = link["nearest"][:, u]
             est[:, E + 1] = up_end[b, near] + p.cloud_backhaul_s + cycles / p.cloud_cpu_hz
-            key = est if price_s is None else est + price_s
+            key = est if price_s is None else est + (price_s[:, u] if per_device else price_s)
             choice = np.argmin(np.where(mask[:, u], key, np.inf), axis=1)
             has = task["present"][:, u]
             choice = np.where(has, choice, 0)
@@ -719,6 +744,8 @@ class TaskOffloadingKernel(BatchedKernel):
             prices, _ = tune_prices(dataclasses.replace(p, action_mode="placements", base_price_s=(), expert="none"))
             base = np.asarray(p.base_price_s) if p.base_price_s else 0.0
             self._expert_action = np.clip((prices - base) / p.price_scale_s, -1.0, 1.0).astype(np.float32)
+        if p.action_mode == "device_prices":  # the same tuned prices in every device's row
+            return np.broadcast_to(self._expert_action, (self.num_envs, p.num_devices, p.num_choices)).copy()
         return np.repeat(self._expert_action[None], self.num_envs, axis=0)
 
     # -- step --------------------------------------------------------------------------
@@ -727,8 +754,9 @@ class TaskOffloadingKernel(BatchedKernel):
         B, U, E = self.num_envs, p.num_devices, p.num_edges
         b = self._batch
         expert = None
-        if p.action_mode == "prices":
+        if p.action_mode in PRICE_MODES:
             # The agent prices the placements (on top of the base prices); the list scheduler places.
+            # "prices": (B, E + 2), one row for all devices; "device_prices": (B, U, E + 2).
             price = p.price_scale_s * np.asarray(actions, dtype=np.float64)
             if p.base_price_s:
                 price = price + np.asarray(p.base_price_s)
@@ -933,9 +961,9 @@ class TaskOffloadingParallelEnv(KernelParallelEnv):
 
     def __init__(self, params=None, render_mode=None, **overrides):
         super().__init__(params, render_mode=render_mode, **overrides)
-        if self.kernel.params.action_mode != "placements":
+        if self.kernel.params.action_mode == "prices":
             raise ValueError(
                 f"TaskOffloadingParams.action_mode = {self.kernel.params.action_mode!r} is invalid for the "
-                f"multi-agent view: each device places its own task there ('placements'); the prices are "
-                f"one action for all devices, use gentwin/TaskOffloading-v0"
+                f"multi-agent view: each device acts for its own task there ('placements' or "
+                f"'device_prices'); 'prices' is one action for all devices, use gentwin/TaskOffloading-v0"
             )

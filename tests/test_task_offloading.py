@@ -702,7 +702,7 @@ def test_base_prices_make_the_zero_action_the_priced_greedy():
     assert not np.array_equal(played.metric("return"), greedy.metric("return"))
     with pytest.raises(ValueError, match="base_price_s = \\(0.1,\\) is invalid: must be a tuple of 4 prices"):
         TaskOffloadingParams(num_devices=4, num_edges=2, action_mode="prices", base_price_s=(0.1,))
-    with pytest.raises(ValueError, match="base prices apply to action_mode='prices'"):
+    with pytest.raises(ValueError, match="base prices apply to action_mode in \\('prices', 'device_prices'\\)"):
         TaskOffloadingParams(num_edges=2, base_price_s=(0.1, 0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="price_s has shape"):
         PricedGreedyPolicy(venv, price_s=(0.1, 0.2))
@@ -776,3 +776,112 @@ def test_expert_action_plays_the_priced_greedy():
         TaskOffloadingParams(expert="greedy_priced")
     with pytest.raises(ValueError, match="expert = 'oracle' is invalid"):
         TaskOffloadingParams(action_mode="prices", expert="oracle")
+
+
+# ---------------------------------------------------------------------------
+# action_mode="device_prices": one row of prices per device (per agent in -ma)
+# ---------------------------------------------------------------------------
+def test_equal_device_price_rows_play_the_prices_episode():
+    """Every device given the same row is the prices action with that row, slot for slot (so the
+    zero action is greedy); the central action is (U, E + 2), the agents' (E + 2)."""
+    import dataclasses
+
+    opts = dict(episode_slots=25, price_scale_s=0.3, base_price_s=(0.02, 0.0, -0.01, 0.03))
+    shared = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], action_mode="prices", **opts), 3)
+    rows = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], action_mode="device_prices", **opts), 3)
+    U, C = rows.params.num_devices, rows.params.num_choices
+    assert rows.single_action_space == gym.spaces.Box(-1.0, 1.0, (U, C), np.float32)
+    assert rows.single_agent_action_space == gym.spaces.Box(-1.0, 1.0, (C,), np.float32)
+    shared.reset(seed=5)
+    rows.reset(seed=5)
+    rng = np.random.default_rng(5)
+    for _ in range(25):
+        a = rng.uniform(-1, 1, size=(3, C)).astype(np.float32)
+        obs_s, r_s, _, trunc_s, info_s = shared.step(a)
+        obs_r, r_r, _, trunc_r, info_r = rows.step(np.repeat(a[:, None, :], U, axis=1))
+        np.testing.assert_array_equal(info_r["placement"], info_s["placement"])
+        np.testing.assert_array_equal(r_r, r_s)
+        np.testing.assert_array_equal(obs_r, obs_s)
+    assert trunc_r.all() and trunc_s.all()
+
+
+def test_device_price_rows_steer_each_device_on_its_own():
+    """A dominant price in row u sends device u's task there and no other device's."""
+    import dataclasses
+
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], action_mode="device_prices",
+                                                 price_scale_s=1000.0, episode_slots=10), num_envs=4)
+    k.reset(seed=11)
+    U, C = k.params.num_devices, k.params.num_choices
+    cloud = C - 1
+    for _ in range(10):
+        a = np.ones((4, U, C), dtype=np.float32)
+        a[:, 0::2, 0] = -1.0  # even devices: local
+        a[:, 1::2, cloud] = -1.0  # odd devices: cloud
+        has = k.current_tasks()["present"]
+        *_, info = k.step(a)
+        placed = info["placement"]
+        assert np.all(placed[:, 0::2][has[:, 0::2]] == 0)
+        assert np.all(placed[:, 1::2][has[:, 1::2]] == cloud)
+
+
+def test_device_prices_in_the_multi_agent_view():
+    """PettingZoo's API test; each agent's row is its device's row of the central action, with the
+    central rewards; the expert fills every row with greedy_priced's prices; errors name the mode."""
+    import dataclasses
+
+    from pettingzoo.test import parallel_api_test
+
+    from gentwin.baselines.task_offloading import tune_prices
+
+    parallel_api_test(make_parallel(MA_ID, params="small", episode_slots=30, action_mode="device_prices"),
+                      num_cycles=70)
+    central = gym.make(ENV_ID, params="small", action_mode="device_prices").unwrapped
+    par = make_parallel(MA_ID, params="small", action_mode="device_prices")
+    central.reset(seed=2)
+    par.reset(seed=2)
+    rng = np.random.default_rng(2)
+    U, C = 4, 4
+    for _ in range(central.params.episode_slots):
+        joint = rng.uniform(-1, 1, size=(U, C)).astype(np.float32)
+        _, reward, _, trunc, info = central.step(joint)
+        _, rewards, _, truncs, infos = par.step({a: joint[u] for u, a in enumerate(par.possible_agents)})
+        assert np.mean(list(rewards.values())) == pytest.approx(reward, rel=1e-12)
+        assert [infos[a]["placement"] for a in par.possible_agents] == list(info["placement"])
+    assert trunc and all(truncs.values())
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], episode_slots=20, action_mode="device_prices",
+                                                 expert="greedy_priced"), 2)
+    prices, _ = tune_prices(dataclasses.replace(PRESETS["small"], episode_slots=20))
+    expert = k.expert_actions()
+    assert expert.shape == (2, U, C)
+    np.testing.assert_allclose(expert, np.broadcast_to(prices / 0.5, (2, U, C)), rtol=1e-6)
+    with pytest.raises(ValueError, match="'prices' is one action for all devices"):
+        make_parallel(MA_ID, action_mode="prices")
+    with pytest.raises(AttributeError, match="placements"):
+        TaskOffloadingKernel(dict(action_mode="device_prices")).action_masks()
+
+
+def test_check_env_in_device_prices_mode():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(gym.make(ENV_ID, action_mode="device_prices", params="small").unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, action_mode="device_prices", params="small").unwrapped, warn=False)
+
+
+def test_random_device_prices_never_beat_the_fluid_bound():
+    import dataclasses
+
+    from gentwin.baselines.task_offloading import BOUND
+
+    k = TaskOffloadingKernel(dataclasses.replace(PRESETS["small"], action_mode="device_prices",
+                                                 episode_slots=30), 3)
+    U, C = k.params.num_devices, k.params.num_choices
+    rng = np.random.default_rng(1)
+    for trial in range(6):
+        k.reset(seed=17)
+        fluid = BOUND.value(k)
+        total = np.zeros(3)
+        for _ in range(k.params.episode_slots):
+            total += k.step(rng.uniform(-1, 1, size=(3, U, C)).astype(np.float32))[1]
+        assert np.all(total <= fluid), trial
