@@ -79,6 +79,7 @@ def test_every_shipped_entry_names_a_registered_id_and_loads():
     import yaml
 
     import gentwin  # noqa: F401
+    from gentwin.envs import PARALLEL_ENVIRONMENTS, make_parallel
 
     files = sorted(HYPERPARAMS_DIR.glob("*.yml"))
     assert files, "no hyperparameter file is packaged"
@@ -87,11 +88,12 @@ def test_every_shipped_entry_names_a_registered_id_and_loads():
         for env_id, entry in data.items():
             if env_id == "default":
                 continue
-            assert env_id in gym.registry, f"{path.name}: {env_id} is not a registered id"
+            parallel = env_id in PARALLEL_ENVIRONMENTS  # a PettingZoo id (gentwin.envs.make_parallel)
+            assert parallel or env_id in gym.registry, f"{path.name}: {env_id} is not a registered id"
             run, kwargs = split_hyperparams(entry)
             assert int(run["n_timesteps"]) > 0 and int(run["n_envs"]) > 0, f"{path.name}: {env_id}"
             # The environment options of the entry are valid parameters of the id.
-            env = gym.make(env_id, **(run.get("env_kwargs") or {}))
+            env = (make_parallel if parallel else gym.make)(env_id, **(run.get("env_kwargs") or {}))
             env.close()
 
 
