@@ -99,6 +99,9 @@ def build_table(records: list[dict]) -> str:
         if ref_value is not None and ref_value < 0:
             lines += ["Returns are negative costs here, so the share is cost / the bound's cost: at least 1,",
                       "lower is better.", ""]
+        if env_id.endswith("-ma-v0"):  # trained through SuperSuit: one step per agent
+            lines += ["A PettingZoo id: one policy shared by the agents; steps count agent-steps (every agent's",
+                      "action is one), n_envs copies of the environment; scored on the central env.", ""]
         has_violation = any("violation_rate" in r["agent"] for r in recs)
         # AspSelection's constraint is capacity: a crash (the chosen ASP had no room) per task.
         has_crash = any("crash_rate" in r["agent"] for r in recs)
