@@ -147,6 +147,37 @@ def split_hyperparams(hp: dict) -> tuple[dict, dict]:
     return run, algo_kwargs
 
 
+#: Algorithm kwargs that take RL Zoo's linear schedules (``lin_<initial value>``).
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def resolve_schedules(algo_kwargs: dict) -> dict:
+    """``algo_kwargs`` with RL Zoo's ``"lin_<x>"`` values of :data:`SCHEDULE_KEYS` as schedules.
+
+    ``learning_rate: lin_3e-4`` decays linearly from 3e-4 at the start of training to 0
+    at its end, as in RL Zoo (SB3's ``LinearSchedule``: picklable, so models still save).
+    Records keep the string, so a run's settings stay readable.
+    """
+    from stable_baselines3.common.utils import LinearSchedule
+
+    out = dict(algo_kwargs)
+    for key in SCHEDULE_KEYS:
+        value = out.get(key)
+        if not isinstance(value, str):
+            continue
+        if not value.startswith("lin_"):
+            raise ValueError(f"{key} = {value!r} is invalid: expected a number or 'lin_<initial value>'")
+        try:
+            initial = float(value[len("lin_"):])
+        except ValueError:
+            raise ValueError(f"{key} = {value!r} is invalid: expected 'lin_<initial value>', "
+                             "e.g. 'lin_3e-4'") from None
+        if not np.isfinite(initial) or initial <= 0:
+            raise ValueError(f"{key} = {value!r} is invalid: the initial value must be finite and > 0")
+        out[key] = LinearSchedule(start=initial, end=0.0, end_fraction=1.0)
+    return out
+
+
 def _literal_dict(text: str, key: str) -> dict:
     import ast
 
@@ -442,7 +473,7 @@ def build_model(config: TrainConfig, venv: Any, hyperparams_file: str | None = N
     _, defaults = split_hyperparams(load_hyperparams(config.algo, config.env_id, hyperparams_file))
     # Overrides (``--hp``) take the file's forms too: ``policy_kwargs="dict(net_arch=[64, 64])"``.
     _, overrides = split_hyperparams(dict(config.hyperparams))
-    kwargs = {**defaults, **overrides}
+    kwargs = resolve_schedules({**defaults, **overrides})
     return algo_cls(config.policy, venv, seed=config.seed, device=config.device, verbose=config.verbose, **kwargs)
 
 

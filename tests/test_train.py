@@ -114,6 +114,30 @@ def test_rl_zoo_hyperparameter_file(tmp_path):
         load_hyperparams("ppo", ENV_ID, tmp_path / "missing.yml")
 
 
+def test_rl_zoo_linear_learning_rate_schedule(tmp_path):
+    """``learning_rate: lin_<x>`` (RL Zoo's form) decays linearly from x to 0; the model still saves."""
+    from stable_baselines3 import PPO
+
+    config = TrainConfig(env_id=ENV_ID, algo="ppo", n_envs=2, env_kwargs={"tasks_per_episode": 40},
+                         hyperparams=parse_kv(["learning_rate=lin_1e-3", "n_steps=32", "batch_size=32"], "--hp"))
+    model = build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs))
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3)
+    assert model.lr_schedule(0.25) == pytest.approx(2.5e-4)
+    assert model.lr_schedule(0.0) == 0.0
+    model.learn(128)
+    # The optimizer follows the schedule: its last update (after 128 of 128 steps) ran at rate 0.
+    assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
+    model.save(tmp_path / "m.zip")
+    assert PPO.load(tmp_path / "m.zip").lr_schedule(0.5) == pytest.approx(5e-4)
+    for bad, match in (("lin_x", "learning_rate = 'lin_x' is invalid"),
+                       ("lin_-1e-3", "must be finite and > 0"),
+                       ("fast", "expected a number or 'lin_<initial value>'")):
+        config = TrainConfig(env_id=ENV_ID, algo="ppo", n_envs=2, env_kwargs={"tasks_per_episode": 40},
+                             hyperparams={"learning_rate": bad})
+        with pytest.raises(ValueError, match=match):
+            build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs))
+
+
 def test_extra_callbacks_are_called(tmp_path):
     from stable_baselines3.common.callbacks import BaseCallback
 
