@@ -156,7 +156,8 @@ def resolve_schedules(algo_kwargs: dict) -> dict:
 
     ``learning_rate: lin_3e-4`` decays linearly from 3e-4 at the start of training to 0
     at its end, as in RL Zoo (SB3's ``LinearSchedule``: picklable, so models still save).
-    Records keep the string, so a run's settings stay readable.
+    Records keep the string, so a run's settings stay readable.  A plain number written as a
+    string (YAML reads ``3e-4`` as one) is taken as that number.
     """
     from stable_baselines3.common.utils import LinearSchedule
 
@@ -165,6 +166,12 @@ def resolve_schedules(algo_kwargs: dict) -> dict:
         value = out.get(key)
         if not isinstance(value, str):
             continue
+        try:
+            # YAML 1.1 reads `3e-4` (no dot) as a string: take it as the number it spells.
+            out[key] = float(value)
+            continue
+        except ValueError:
+            pass
         if not value.startswith("lin_"):
             raise ValueError(f"{key} = {value!r} is invalid: expected a number or 'lin_<initial value>'")
         try:

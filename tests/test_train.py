@@ -129,6 +129,9 @@ def test_rl_zoo_linear_learning_rate_schedule(tmp_path):
     assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
     model.save(tmp_path / "m.zip")
     assert PPO.load(tmp_path / "m.zip").lr_schedule(0.5) == pytest.approx(5e-4)
+    config = TrainConfig(env_id=ENV_ID, algo="ppo", n_envs=2, env_kwargs={"tasks_per_episode": 40},
+                         hyperparams={"learning_rate": "3e-4"})  # as YAML reads `learning_rate: 3e-4`
+    assert build_model(config, make_train_env(ENV_ID, 2, 0, config.env_kwargs)).lr_schedule(0.5) == 3e-4
     for bad, match in (("lin_x", "learning_rate = 'lin_x' is invalid"),
                        ("lin_-1e-3", "must be finite and > 0"),
                        ("fast", "expected a number or 'lin_<initial value>'")):
