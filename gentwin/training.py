@@ -166,22 +166,19 @@ def resolve_schedules(algo_kwargs: dict) -> dict:
         value = out.get(key)
         if not isinstance(value, str):
             continue
+        linear = value.startswith("lin_")
         try:
             # YAML 1.1 reads `3e-4` (no dot) as a string: take it as the number it spells.
-            out[key] = float(value)
-            continue
+            number = float(value[len("lin_"):] if linear else value)
         except ValueError:
-            pass
-        if not value.startswith("lin_"):
-            raise ValueError(f"{key} = {value!r} is invalid: expected a number or 'lin_<initial value>'")
-        try:
-            initial = float(value[len("lin_"):])
-        except ValueError:
-            raise ValueError(f"{key} = {value!r} is invalid: expected 'lin_<initial value>', "
+            raise ValueError(f"{key} = {value!r} is invalid: expected a number or 'lin_<initial value>', "
                              "e.g. 'lin_3e-4'") from None
-        if not np.isfinite(initial) or initial <= 0:
+        if not linear:
+            out[key] = number
+            continue
+        if not np.isfinite(number) or number <= 0:
             raise ValueError(f"{key} = {value!r} is invalid: the initial value must be finite and > 0")
-        out[key] = LinearSchedule(start=initial, end=0.0, end_fraction=1.0)
+        out[key] = LinearSchedule(start=number, end=0.0, end_fraction=1.0)
     return out
 
 
