@@ -991,8 +991,13 @@ class KernelParallelEnv(ParallelEnv):
     joint action is the per-agent actions stacked in ``possible_agents`` order and
     laid out in the central view's action shape (the same action it takes), and its info carries
     ``agent_rewards`` of shape ``(B, n_agents)``.  Per-agent infos get every info
-    entry whose second axis is the agent axis.
+    entry whose second axis is the agent axis; the action-shaped entries
+    (:attr:`action_info_keys`, laid out like the joint action) are split the way the joint
+    action is assembled, so each agent gets its own part in its action space's shape.
     """
+
+    #: Info entries laid out as the central view's action (the expert's action, the played one).
+    action_info_keys: tuple[str, ...] = ("expert_action", "played_action")
 
     kernel_class: type[BatchedKernel] = None  # type: ignore[assignment]
     metadata = {"render_modes": [], "name": "gentwin_parallel_v0", "is_parallelizable": True}
@@ -1052,8 +1057,15 @@ class KernelParallelEnv(ParallelEnv):
         terms = {a: bool(terminated[0]) for a in self.possible_agents}
         truncs = {a: bool(truncated[0]) for a in self.possible_agents}
         infos: dict[str, dict] = {a: {} for a in self.possible_agents}
+        agent_size = int(np.prod(self._act_space.shape))
         for key, value in info.items():
             value = np.asarray(value)[0]
+            if key in self.action_info_keys and value.size == n * agent_size:
+                # The inverse of the joint action's layout: agent k's part is the k-th block.
+                parts = value.reshape(n, *self._act_space.shape)
+                for k, a in enumerate(self.possible_agents):
+                    infos[a][key] = parts[k].copy()
+                continue
             for k, a in enumerate(self.possible_agents):
                 if value.ndim >= 1 and value.shape[0] == n and key != "agent_rewards":
                     infos[a][key] = _scalar(value[k])

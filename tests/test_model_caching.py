@@ -806,6 +806,27 @@ def test_check_env_with_expert(kwargs):
     parallel_api_test(par, num_cycles=10)
 
 
+def test_parallel_env_gives_each_edge_its_own_expert_and_played_action():
+    # The expert's (and the played) action is laid out like the joint action; each edge must get
+    # its own M scores, in its action space's shape, not the team's E * M (agents that clone the
+    # expert store it in their action's shape).
+    par = make_parallel(MA_ID, action_mode="scores", expert="lc", expert_residual=1.0, num_slots=6)
+    single = gym.make(MA_ID.replace("-ma", ""), params="cooperative", action_mode="scores", expert="lc",
+                      expert_residual=1.0, num_slots=6).unwrapped
+    par.reset(seed=3)
+    single.reset(seed=3)
+    rng = np.random.default_rng(1)
+    M = len(TABLE_I)
+    for _ in range(6):
+        joint = rng.uniform(-0.3, 0.3, size=single.action_space.shape).astype(np.float32)
+        _, _, _, _, infos = par.step({a: joint[k * M:(k + 1) * M] for k, a in enumerate(par.possible_agents)})
+        _, _, _, _, info = single.step(joint)
+        for k, a in enumerate(par.possible_agents):
+            for key in ("expert_action", "played_action"):
+                assert infos[a][key].shape == par.action_space(a).shape, key
+                np.testing.assert_array_equal(infos[a][key], info[key][k * M:(k + 1) * M])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(action_mode="scores", expert="belady"), "expert = 'belady' is invalid: must be one of 'none', 'fifo'"),
     (dict(expert="lc"), "expert = 'lc' is invalid with action_mode = 'discrete'"),
