@@ -1078,6 +1078,17 @@ class KernelParallelEnv(ParallelEnv):
             self.agents = []
         return obs, rewards, terms, truncs, infos
 
+    def action_mask(self, agent: str) -> np.ndarray:
+        """The allowed options of ``agent`` now: its block of the kernel's ``action_masks()``.
+
+        Flat bool over the agent's ``MultiDiscrete`` choices (``n_1 + .. + n_D``), as sb3-contrib
+        expects; raises ``AttributeError`` where the kernel has no masks (continuous actions).
+        """
+        if agent not in self.possible_agents:
+            raise ValueError(f"agent = {agent!r} is invalid: allowed are {self.possible_agents}")
+        masks = self.kernel.action_masks()[0]
+        return masks.reshape(len(self.possible_agents), -1)[self.possible_agents.index(agent)].copy()
+
     def state(self) -> np.ndarray:
         return self.kernel.observe()[0].copy()
 

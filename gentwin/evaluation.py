@@ -78,18 +78,28 @@ class SharedAgentPolicy:
         self.model = model
         self.kernel = None
 
+    @property
+    def uses_action_masks(self) -> bool:
+        """Whether the shared model takes action masks (then the central masks are split per agent)."""
+        return _uses_action_masks(self.model)
+
     def attach(self, env: Any) -> "SharedAgentPolicy":
         from gentwin.baselines.base import kernel_of
 
         self.kernel = kernel_of(env)
         return self
 
-    def predict(self, observation, state=None, episode_start=None, deterministic=True, **_):
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None, **_):
         if self.kernel is None:
             raise ValueError("SharedAgentPolicy: attach it to the central environment it acts on first")
         agent_obs = self.kernel.observe_agents()
         B, A, d = agent_obs.shape
-        actions, _ = self.model.predict(agent_obs.reshape(B * A, d), deterministic=deterministic)
+        kwargs = {}
+        if action_masks is not None:
+            # The central masks are laid out like the joint action (agents in order): agent k's
+            # are the k-th block of each instance's row.
+            kwargs["action_masks"] = np.asarray(action_masks).reshape(B * A, -1)
+        actions, _ = self.model.predict(agent_obs.reshape(B * A, d), deterministic=deterministic, **kwargs)
         return np.asarray(actions).reshape(B, *self.kernel.single_action_space.shape), None
 
 

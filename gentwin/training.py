@@ -242,6 +242,33 @@ def _seedable_supersuit(venv):
         def step_wait(self):
             return self.venv.step_wait()
 
+        # Action masks, for MaskablePPO and the diffusion agent: SuperSuit's vector env has
+        # neither has_attr nor env_method, so they are read here from the PettingZoo envs, in
+        # SuperSuit's order (copy by copy, agents in possible_agents order within a copy).
+        def _parallel_envs(self):
+            return [markov.par_env for markov in self.venv.venv.vec_envs]
+
+        def action_masks(self) -> np.ndarray:
+            return np.concatenate([
+                np.stack([penv.action_mask(agent) for agent in penv.possible_agents])
+                for penv in self._parallel_envs()
+            ])
+
+        def has_attr(self, attr_name: str) -> bool:
+            if attr_name == "action_masks":
+                try:
+                    self.action_masks()
+                except AttributeError:  # continuous actions: the kernel has no masks
+                    return False
+                return True
+            return self.venv.has_attr(attr_name)
+
+        def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs):
+            if method_name == "action_masks":
+                masks = self.action_masks()
+                return [masks[i] for i in self._get_indices(indices)]
+            return self.venv.env_method(method_name, *method_args, indices=indices, **method_kwargs)
+
     return SeedableSuperSuitVecEnv(venv)
 
 

@@ -397,6 +397,50 @@ def test_supersuit_parameter_sharing_trains_with_sb3():
     assert actions.shape == (8,) and ((actions >= 0) & (actions < 4)).all()
 
 
+def test_multi_agent_action_masks_reach_maskable_ppo_and_its_evaluation():
+    # Each device's mask is its block of the central masks; SuperSuit's vector env (which has no
+    # env_method) offers them for MaskablePPO, and the shared policy acting on the central view
+    # gets each device's block: an untrained, sampling MaskablePPO never picks an unreachable
+    # edge, which it would without the masks (the uniform-ish initial policy picks every option).
+    from sb3_contrib import MaskablePPO
+
+    from gentwin.evaluation import SharedAgentPolicy
+    from gentwin.training import make_train_env
+
+    torch.set_num_threads(1)
+    par = make_parallel(MA_ID, params="small", episode_slots=25)
+    par.reset(seed=2)
+    central = par.kernel.action_masks()[0].reshape(len(par.possible_agents), -1)
+    for k, agent in enumerate(par.possible_agents):
+        np.testing.assert_array_equal(par.action_mask(agent), central[k])
+    with pytest.raises(ValueError, match="agent = 'device_99' is invalid"):
+        par.action_mask("device_99")
+
+    venv = make_train_env(MA_ID, 2, 0, dict(params="small", episode_slots=25))
+    venv.reset()
+    assert venv.has_attr("action_masks")
+    masks = np.stack(venv.env_method("action_masks"))
+    assert masks.shape == (8, 4) and not masks.all()  # 2 copies x 4 devices, E + 2 = 4 choices each
+    model = MaskablePPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, verbose=0)
+    model.learn(256)
+
+    policy = SharedAgentPolicy(model)
+    assert policy.uses_action_masks
+    evalenv = make_sb3_vec_env(ENV_ID, num_envs=4, params="small", episode_slots=25, seed=5)
+    evalenv.reset()
+    policy.attach(evalenv)
+    kernel = evalenv.kernel
+    for _ in range(25):
+        allowed = kernel.action_masks()
+        actions, _ = policy.predict(None, deterministic=False, action_masks=allowed)
+        chosen = np.take_along_axis(allowed.reshape(4, 4, -1), actions[..., None], axis=2)
+        assert chosen.all()
+        evalenv.step(actions)
+
+    # Continuous per-device actions have no masks: the vector env says so instead of failing.
+    assert not make_train_env(MA_ID, 1, 0, dict(params="small", action_mode="device_prices")).has_attr("action_masks")
+
+
 # ---------------------------------------------------------------------------
 # Baselines
 # ---------------------------------------------------------------------------
