@@ -487,15 +487,35 @@ def test_mask_and_actor_loss_options_are_validated():
 
 
 def test_vec_envs_without_mask_support_train_unmasked():
-    """SuperSuit's parameter-sharing VecEnv (the -ma ids) has neither has_attr nor env_method."""
-    from gentwin.training import make_train_env
+    """SuperSuit's own parameter-sharing VecEnv has neither has_attr nor env_method: no masks there."""
+    import supersuit as ss
+    from stable_baselines3.common.vec_env import VecMonitor
 
-    venv = make_train_env("gentwin/TaskOffloading-ma-v0", 2, 0, {"params": "small", "episode_slots": 10})
-    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16)
+    from gentwin.envs import make_parallel
+
+    penv = make_parallel("gentwin/TaskOffloading-ma-v0", params="small", episode_slots=10)
+    venv = ss.concat_vec_envs_v1(ss.pettingzoo_env_to_vec_env_v1(penv), 2, num_cpus=0,
+                                 base_class="stable_baselines3")
+    venv.venv.reset(seed=0)
+    venv = VecMonitor(venv)
+    # SuperSuit's concat env has no seed(): the model gets no seed, the resets above are seeded.
+    th.manual_seed(0)
+    model = DiffusionActorCritic("MlpPolicy", venv, hidden_dim=16, batch_size=16, learning_starts=16)
     assert not model.masks_active
     model.learn(60)
     with pytest.raises(ValueError, match="use_masks"):
         DiffusionActorCritic("MlpPolicy", venv, use_masks=True)
+
+
+def test_multi_agent_training_env_gives_the_diffusion_agent_masks():
+    """gentwin's training env for the -ma ids passes each agent's masks on (train.py's path)."""
+    from gentwin.training import make_train_env
+
+    venv = make_train_env("gentwin/TaskOffloading-ma-v0", 2, 0, {"params": "small", "episode_slots": 10})
+    model = DiffusionActorCritic("MlpPolicy", venv, seed=0, hidden_dim=16, batch_size=16, learning_starts=16)
+    assert model.masks_active
+    model.learn(60)
+    assert not DiffusionActorCritic("MlpPolicy", venv, use_masks=False).masks_active
 
 
 def test_masked_model_save_load_keeps_masks(tmp_path):
