@@ -1078,16 +1078,20 @@ class KernelParallelEnv(ParallelEnv):
             self.agents = []
         return obs, rewards, terms, truncs, infos
 
-    def action_mask(self, agent: str) -> np.ndarray:
-        """The allowed options of ``agent`` now: its block of the kernel's ``action_masks()``.
+    def agent_action_masks(self) -> np.ndarray:
+        """Every agent's allowed options now, ``(n_agents, n_1 + .. + n_D)`` in ``possible_agents`` order.
 
-        Flat bool over the agent's ``MultiDiscrete`` choices (``n_1 + .. + n_D``), as sb3-contrib
-        expects; raises ``AttributeError`` where the kernel has no masks (continuous actions).
+        The kernel's ``action_masks()`` are laid out like the joint action, so agent ``k``'s
+        are its ``k``-th block (flat bool, as sb3-contrib expects); raises ``AttributeError``
+        where the kernel has no masks (continuous actions).
         """
+        return self.kernel.action_masks()[0].reshape(len(self.possible_agents), -1).copy()
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        """The allowed options of ``agent`` now: its row of :meth:`agent_action_masks`."""
         if agent not in self.possible_agents:
             raise ValueError(f"agent = {agent!r} is invalid: allowed are {self.possible_agents}")
-        masks = self.kernel.action_masks()[0]
-        return masks.reshape(len(self.possible_agents), -1)[self.possible_agents.index(agent)].copy()
+        return self.agent_action_masks()[self.possible_agents.index(agent)]
 
     def state(self) -> np.ndarray:
         return self.kernel.observe()[0].copy()

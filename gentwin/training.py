@@ -249,10 +249,7 @@ def _seedable_supersuit(venv):
             return [markov.par_env for markov in self.venv.venv.vec_envs]
 
         def action_masks(self) -> np.ndarray:
-            return np.concatenate([
-                np.stack([penv.action_mask(agent) for agent in penv.possible_agents])
-                for penv in self._parallel_envs()
-            ])
+            return np.concatenate([penv.agent_action_masks() for penv in self._parallel_envs()])
 
         def has_attr(self, attr_name: str) -> bool:
             if attr_name == "action_masks":
