@@ -18,10 +18,22 @@ load average is printed so the wall-clock figures can be judged.
     python benchmarks/diffusion_speed.py --threads 1 2 --updates 30
     python benchmarks/diffusion_speed.py --activations mish --profile   # where the time goes
     python benchmarks/diffusion_speed.py --device cuda                   # on a GPU
+    python benchmarks/diffusion_speed.py --write-docs docs/diffusion.md  # the docs' table
 
 ``--profile`` prints, per case, CPU milliseconds per update and the part spent in matrix
 products: the published-style time divided by our matrix-product time is the most any
 fp32 implementation of the same products could gain without doing fewer of them.
+
+Two experiments beyond what the agent does (neither is an agent option):
+
+    python benchmarks/diffusion_speed.py --activations mish --bf16-autocast --compile
+
+``--bf16-autocast`` times gentwin's update with every gradient step under
+``torch.autocast(dtype=bfloat16)`` (matrix products in bfloat16, 8-bit mantissa: a
+critic's Q values then carry ~0.4 % rounding, the size of the differences between
+actions it must rank, which is why the agent does not do this); ``--compile`` times it
+with the actor and both critics wrapped in ``torch.compile`` (inductor, fused elementwise
+kernels) and prints the compilation time, which every new process pays again.
 """
 
 from __future__ import annotations
@@ -30,7 +42,9 @@ import argparse
 import copy
 import math
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch as th
 from stable_baselines3.common.logger import configure
@@ -41,6 +55,11 @@ import gentwin  # noqa: F401
 from gentwin.agents.diffusion import DiffusionActorCritic
 from gentwin.agents.diffusion_policies import DiffusionSchedule
 from gentwin.envs import make_sb3_vec_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import docblock  # noqa: E402  (benchmarks/docblock.py)
+
+DOC_BEGIN = docblock.begin_marker("diffusion_speed.py")
 
 BATCH, HIDDEN, STEPS = 512, 256, 5
 
@@ -203,24 +222,57 @@ def main() -> None:
     parser.add_argument("--activations", nargs="+", default=["mish", "silu"])
     parser.add_argument("--no-reference", action="store_true", help="skip the published-style update")
     parser.add_argument("--device", default="cpu", help='torch device of both updates, e.g. "cuda"')
+    parser.add_argument("--bf16-autocast", action="store_true",
+                        help="also time gentwin's update under bfloat16 autocast (an experiment, see the module doc)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time gentwin's update with torch.compile'd networks (an experiment, see the module doc)")
+    parser.add_argument("--write-docs", type=Path, default=None,
+                        help="also write the printed table, with its command, into this file's generated block")
     parser.add_argument("--profile", action="store_true",
                         help="also print CPU ms per update and the share in matrix products (the speed-up ceiling)")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
 
     cases = [
         ("discrete (AspSelection, D2SAC)", "gentwin/AspSelection-v0", {"params": "reference"}, {}),
         ("box (PowerAllocation, +BC)", "gentwin/PowerAllocation-v0", {}, {"bc_coef": 1.0}),
     ]
-    print(f"batch {BATCH}, hidden {HIDDEN}, {STEPS} denoising steps; torch {th.__version__}; device {args.device}; "
-          f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at start {os.getloadavg()}")
-    print(f"{'case':34s} {'implementation':24s} {'threads':>7s} {'updates/s':>10s} {'per CPU-s':>10s}")
+    out(f"batch {BATCH}, hidden {HIDDEN}, {STEPS} denoising steps; torch {th.__version__}; device {args.device}; "
+        f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at start {os.getloadavg()}")
+    out(f"{'case':34s} {'implementation':32s} {'threads':>7s} {'updates/s':>10s} {'per CPU-s':>10s}")
     for threads in args.threads:
         th.set_num_threads(threads)
         for label, env_id, env_kwargs, algo_kwargs in cases:
             for act in args.activations:
                 model = _filled_model(env_id, env_kwargs, device=args.device, activation=act, **algo_kwargs)
                 wall, cpu = _rate(lambda n: model.train(n, BATCH), args.updates, args.repeats, args.device)
-                print(f"{label:34s} {'gentwin (' + act + ')':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
+                out(f"{label:34s} {'gentwin (' + act + ')':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}")
+                if args.bf16_autocast:
+                    device_type = th.device(args.device).type
+
+                    def bf16_steps(n, model=model, device_type=device_type):
+                        # One autocast region per gradient step: the region caches the bfloat16
+                        # copies of the weights, which the optimizer step makes stale.
+                        for _ in range(n):
+                            with th.autocast(device_type, dtype=th.bfloat16):
+                                model.train(1, BATCH)
+
+                    wall, cpu = _rate(bf16_steps, args.updates, args.repeats, args.device)
+                    out(f"{label:34s} {'gentwin (' + act + ', bf16 autocast)':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}")
+                if args.compile:
+                    compiled = _filled_model(env_id, env_kwargs, device=args.device, activation=act, **algo_kwargs)
+                    for net in (compiled.actor, compiled.critic, compiled.critic_target):
+                        net.forward = th.compile(net.forward, dynamic=False)
+                    start = time.perf_counter()
+                    compiled.train(3, BATCH)  # traces and compiles forward and backward graphs
+                    compile_s = time.perf_counter() - start
+                    wall, cpu = _rate(lambda n, m=compiled: m.train(n, BATCH), args.updates, args.repeats, args.device)
+                    out(f"{label:34s} {'gentwin (' + act + ', torch.compile)':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}"
+                        f"   (compiled in {compile_s:.0f} s)")
             if not args.no_reference:
                 naive = NaiveUpdate(model.policy.features_dim, model.policy.action_dim, model.discrete, args.device)
                 th.manual_seed(0)
@@ -231,14 +283,18 @@ def main() -> None:
                         naive(d.observations, d.actions, d.rewards, d.next_observations, d.dones)
 
                 wall, cpu = _rate(run, args.updates, args.repeats, args.device)
-                print(f"{label:34s} {'published-style (mish)':24s} {threads:7d} {wall:10.1f} {cpu:10.1f}", flush=True)
+                out(f"{label:34s} {'published-style (mish)':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}")
                 if args.profile:
                     ours, ours_mm = _profile(lambda n: model.train(n, BATCH))
                     theirs, theirs_mm = _profile(run)
-                    print(f"    profile: gentwin ({args.activations[-1]}) {ours:.1f} ms/update, {ours_mm:.1f} in matrix "
-                          f"products; published-style {theirs:.1f} ms, {theirs_mm:.1f}; ratio {theirs / ours:.2f}, "
-                          f"ceiling with free elementwise work {theirs / ours_mm:.2f}", flush=True)
-    print(f"load average (1, 5, 15 min) at end {os.getloadavg()}")
+                    out(f"    profile: gentwin ({args.activations[-1]}) {ours:.1f} ms/update, {ours_mm:.1f} in matrix "
+                        f"products; published-style {theirs:.1f} ms, {theirs_mm:.1f}; ratio {theirs / ours:.2f}, "
+                        f"ceiling with free elementwise work {theirs / ours_mm:.2f}")
+    out(f"load average (1, 5, 15 min) at end {os.getloadavg()}")
+    if args.write_docs:
+        command = "python benchmarks/diffusion_speed.py " + " ".join(sys.argv[1:])
+        text = f"```bash\n{command}\n```\n\n```\n" + "\n".join(lines) + "\n```\n"
+        docblock.write_block(args.write_docs, text, DOC_BEGIN)
 
 
 if __name__ == "__main__":
