@@ -24,16 +24,14 @@ load average is printed so the wall-clock figures can be judged.
 products: the published-style time divided by our matrix-product time is the most any
 fp32 implementation of the same products could gain without doing fewer of them.
 
-Two experiments beyond what the agent does (neither is an agent option):
+An experiment beyond what the agent does (not an agent option):
 
-    python benchmarks/diffusion_speed.py --activations mish --bf16-autocast --compile
+    python benchmarks/diffusion_speed.py --activations mish --bf16-autocast
 
 ``--bf16-autocast`` times gentwin's update with every gradient step under
 ``torch.autocast(dtype=bfloat16)`` (matrix products in bfloat16, 8-bit mantissa: a
 critic's Q values then carry ~0.4 % rounding, the size of the differences between
-actions it must rank, which is why the agent does not do this); ``--compile`` times it
-with the actor and both critics wrapped in ``torch.compile`` (inductor, fused elementwise
-kernels) and prints the compilation time, which every new process pays again.
+actions it must rank, which is why the agent does not do this).
 """
 
 from __future__ import annotations
@@ -224,8 +222,6 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help='torch device of both updates, e.g. "cuda"')
     parser.add_argument("--bf16-autocast", action="store_true",
                         help="also time gentwin's update under bfloat16 autocast (an experiment, see the module doc)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time gentwin's update with torch.compile'd networks (an experiment, see the module doc)")
     parser.add_argument("--write-docs", type=Path, default=None,
                         help="also write the printed table, with its command, into this file's generated block")
     parser.add_argument("--profile", action="store_true",
@@ -263,16 +259,6 @@ def main() -> None:
 
                     wall, cpu = _rate(bf16_steps, args.updates, args.repeats, args.device)
                     out(f"{label:34s} {'gentwin (' + act + ', bf16 autocast)':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}")
-                if args.compile:
-                    compiled = _filled_model(env_id, env_kwargs, device=args.device, activation=act, **algo_kwargs)
-                    for net in (compiled.actor, compiled.critic, compiled.critic_target):
-                        net.forward = th.compile(net.forward, dynamic=False)
-                    start = time.perf_counter()
-                    compiled.train(3, BATCH)  # traces and compiles forward and backward graphs
-                    compile_s = time.perf_counter() - start
-                    wall, cpu = _rate(lambda n, m=compiled: m.train(n, BATCH), args.updates, args.repeats, args.device)
-                    out(f"{label:34s} {'gentwin (' + act + ', torch.compile)':32s} {threads:7d} {wall:10.1f} {cpu:10.1f}"
-                        f"   (compiled in {compile_s:.0f} s)")
             if not args.no_reference:
                 naive = NaiveUpdate(model.policy.features_dim, model.policy.action_dim, model.discrete, args.device)
                 th.manual_seed(0)
