@@ -54,8 +54,7 @@ from gentwin.agents.diffusion import DiffusionActorCritic
 from gentwin.agents.diffusion_policies import DiffusionSchedule
 from gentwin.envs import make_sb3_vec_env
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import docblock  # noqa: E402  (benchmarks/docblock.py)
+import docblock  # benchmarks/docblock.py (the script's directory is on sys.path)
 
 DOC_BEGIN = docblock.begin_marker("diffusion_speed.py")
 
