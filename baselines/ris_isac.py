@@ -19,6 +19,11 @@
   them as the environment scores it.  It is a **heuristic**: a local optimum
   of a non-convex problem, measured (docs/ris_isac.md) but not certified; a
   policy may beat it.
+* :class:`RobustTwinReference` (``ao_twin_robust``, not in ``BASELINES``: it costs
+  about 0.7 s per slot): the same optimiser fed the twin, then SLSQP on the reward
+  averaged over draws from the twin's posterior of the true channel (a sample-average
+  approximation of the Bayes-optimal design given the twin): the twin study's test of
+  whether knowing the twin's error statistics recovers what the error costs.
 
 The alternating optimisation maximises ``F = sum_k R_k - lambda max(0, 1 -
 g/Gamma)`` by blocks, from a fixed-share ZF start, for ``outer_iterations``
@@ -384,9 +389,12 @@ def refine_design(params: RisIsacParams, direct, ris_user, bs_ris, target_sin, p
                   sensing_margin: float = 1e-5, max_iterations: int = 200):
     """SLSQP on the exact-penalty slot reward from ``(precoder, theta)`` (ONE instance).
 
-    See the module docstring for the program.  Returns the refined
-    ``(precoder, theta)``; the precoder is projected onto the power ball (SLSQP
-    may overshoot its constraint by round-off).
+    See the module docstring for the program.  Channels ``H_d (K, M)``, ``H_r (K, N)``,
+    ``G (N, M)``, or ``S`` draws of them with a leading axis (``(S, K, M)`` ...): then the
+    sum rate and the sensing gain of the program are their averages over the draws (the
+    sample-average program of ``ao_twin_robust``).  Returns the refined ``(precoder,
+    theta)``; the precoder is projected onto the power ball (SLSQP may overshoot its
+    constraint by round-off).
     """
     M, K1, N = params.num_bs_antennas, params.num_streams, params.num_ris_elements
     scale = np.sqrt(params.max_transmit_power_w)
@@ -398,11 +406,17 @@ def refine_design(params: RisIsacParams, direct, ris_user, bs_ris, target_sin, p
     def unpack(z):
         return (z[:n_w] + 1j * z[n_w:2 * n_w]).reshape(M, K1) * scale, z[2 * n_w:2 * n_w + N]
 
+    draws = list(zip(direct, ris_user, bs_ris)) if np.ndim(direct) == 3 else [(direct, ris_user, bs_ris)]
+
+    def averaged(w, th):
+        parts = [slot_gradients(params, d, r, g, target_sin, w, th) for d, r, g in draws]
+        return parts[0] if len(parts) == 1 else tuple(np.mean([x[i] for x in parts], axis=0) for i in range(6))
+
     def evaluate(z):
         key = z.tobytes()
         if key not in cache:
             cache.clear()
-            cache[key] = slot_gradients(params, direct, ris_user, bs_ris, target_sin, *unpack(z))
+            cache[key] = averaged(*unpack(z))
         return cache[key]
 
     def real_grad(wirtinger):  # d / d(Re, Im) of W / sqrt(P_max)
@@ -426,7 +440,7 @@ def refine_design(params: RisIsacParams, direct, ris_user, bs_ris, target_sin, p
         return np.stack([power, sensing])
 
     w0 = np.asarray(precoder) / scale
-    gain0 = slot_gradients(params, direct, ris_user, bs_ris, target_sin, precoder, theta)[3]
+    gain0 = averaged(precoder, theta)[3]
     z0 = np.concatenate([w0.real.ravel(), w0.imag.ravel(), theta, [max(0.0, 1.0 - gain0 / threshold)]])
     result = minimize(
         objective, z0, jac=objective_grad, method="SLSQP",
@@ -496,6 +510,51 @@ class PerfectCSIReference(AlternatingOptimisation):
                 if v > out_value[b]:
                     out[b], out_value[b] = action, v
         return out
+
+
+class RobustTwinReference(PerfectCSIReference):
+    """The reference's optimiser fed the twin, made robust to the twin's error (heuristic).
+
+    Per slot: ``ao_perfect_csi``'s optimiser (AO restarts + SLSQP) on the twin's estimate
+    (the plug-in design), then SLSQP from that design on the *sample-average* program,
+    the reward averaged over ``num_samples`` draws of the true channel from the twin's
+    posterior (:meth:`RisIsacKernel.twin_posterior_samples`); the robust design is played
+    where its sample-average reward beats the plug-in design's.  It asks whether a
+    controller that knows how wrong its twin is can recover what the twin's error costs.
+    The draws come from a generator seeded ``sample_seed`` at every call (common random
+    numbers: a deterministic function of the twin's state).  It reads the twin's state
+    from the kernel (its estimates, their age, the geometry it tracks), never the true
+    channel, hence ``requires_kernel``.  About 0.7 s per slot and instance at the default
+    (3x ``ao_perfect_csi``), so it is not in ``BASELINES`` (which ``train.py`` evaluates by
+    default): it is the twin study's controller (benchmarks/ris_isac.py, docs/ris_isac.md).
+    """
+
+    name = "ao_twin_robust"
+    requires_kernel = True
+    num_samples: int = 32
+    sample_seed: int = 0
+
+    def channels(self, obs):
+        return self.twin_view(obs)
+
+    def act(self, obs):
+        p = self.params
+        direct, ris_user, bs_ris, target_sin = self.channels(obs)
+        actions = self.design_actions(direct, ris_user, bs_ris, target_sin)
+        draws = self.kernel.twin_posterior_samples(self.num_samples, np.random.default_rng(self.sample_seed))
+        for b in range(len(actions)):
+            d, r, g = (x[:, b] for x in draws)
+            w, theta = action_to_design(p, actions[b])
+            w_r, th_r = refine_design(p, d, r, g, target_sin[b], w, theta, self.sensing_margin,
+                                      self.refine_iterations)
+            robust = design_to_action(p, w_r, th_r)
+            if scored_reward(p, d, r, g, target_sin[b], robust).mean() > scored_reward(
+                p, d, r, g, target_sin[b], actions[b]
+            ).mean():
+                actions[b] = robust
+        if p.action_mode != "raw":
+            return self.to_action(*action_to_design(p, actions)[:2], twin=self.twin_view(obs)[:3])
+        return actions
 
 
 # ---------------------------------------------------------------------------

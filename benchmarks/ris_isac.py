@@ -32,8 +32,9 @@ V-C).  Parts (``--parts``, run separately and combined with ``report``):
   sweep, next to the twin-fed controllers on the same ``--eval-episodes`` episodes:
   ``ao_twin`` (raw action), ``ao_twin``'s phases and power shares played through the
   agents' formulation (``--study-formulation``), that formulation's all-(-1) action,
-  random phases with MRT, ``ao_perfect_csi``'s optimiser fed the twin, and
-  ``ao_perfect_csi`` itself.  Results go to ``--study-record`` (committed; resumable);
+  random phases with MRT, ``ao_perfect_csi``'s optimiser fed the twin, its robust variant
+  ``ao_twin_robust`` (the same optimiser, then the reward averaged over the twin's
+  posterior), and ``ao_perfect_csi`` itself.  Results go to ``--study-record`` (committed; resumable);
   ``twin_report`` writes the study's block of docs/ris_isac.md and its plot.
 
 Slot decisions do not influence later channels (the channel evolves exogenously),
@@ -59,6 +60,7 @@ Timings depend on the machine (and its load); the tables are results, not tests.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import tempfile
@@ -144,7 +146,7 @@ def old_reference_class():
 
 
 def run_baselines(args) -> dict:
-    from gentwin.baselines.ris_isac import BASELINES
+    from gentwin.baselines.ris_isac import BASELINES, RobustTwinReference
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_bound, evaluate_policy
 
@@ -258,7 +260,7 @@ def run_reference(args) -> dict:
 
 
 def run_sweep(args) -> dict:
-    from gentwin.baselines.ris_isac import BASELINES
+    from gentwin.baselines.ris_isac import BASELINES, RobustTwinReference
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_bound, evaluate_policy
 
@@ -380,7 +382,7 @@ def run_twin_study(args) -> dict:
     The agents' models are the ones ``benchmarks/learning.py`` saved (``run_dir`` of each
     record); the study file keeps the evaluations, so the report needs no model.
     """
-    from gentwin.baselines.ris_isac import BASELINES
+    from gentwin.baselines.ris_isac import BASELINES, RobustTwinReference
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_bound, evaluate_policy
     from gentwin.training import load_model
@@ -414,6 +416,17 @@ def run_twin_study(args) -> dict:
     def save():
         path.write_text(json.dumps(study, indent=1, default=float) + "\n")
 
+    def save_row(setting: str, name: str, value: dict) -> None:
+        # Re-read under a lock and add just this row: runs restricted to different
+        # --study-settings can fill the same record side by side (one per core).
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(path.read_text())
+            on_disk["baselines"].setdefault(setting, {})[name] = value
+            for k, rows in on_disk["baselines"].items():  # what others added meanwhile
+                study["baselines"].setdefault(k, {}).update(rows)
+            path.write_text(json.dumps(on_disk, indent=1, default=float) + "\n")
+
     if "ao_perfect_csi" not in study:
         # The physical channels do not depend on the twin: one oracle run serves every setting.
         t = time.perf_counter()
@@ -431,7 +444,15 @@ def run_twin_study(args) -> dict:
     }
     if args.study_twin_reference:
         policies["reference optimiser fed the twin"] = ({}, lambda venv: twin_reference_class()(venv, seed=0))
-    for kw in twin_settings():
+        policies["robust optimiser fed the twin"] = ({}, lambda venv: RobustTwinReference(venv, seed=0))
+    settings = twin_settings()
+    if args.study_settings:
+        known = [setting_name(kw) for kw in settings]
+        unknown = [s for s in args.study_settings if s not in known]
+        if unknown:
+            raise ValueError(f"--study-settings = {unknown!r} is invalid: the sweep's settings are {known!r}")
+        settings = [kw for kw in settings if setting_name(kw) in args.study_settings]
+    for kw in settings:
         row = study["baselines"].setdefault(setting_name(kw), {})
         for name, (extra, make) in policies.items():
             if name in row:
@@ -445,7 +466,7 @@ def run_twin_study(args) -> dict:
             t = time.perf_counter()
             res = evaluate_policy(policy, ENV_ID, n_episodes=n, env_kwargs=env_kwargs)
             row[name] = summarise(res) | {"seconds": time.perf_counter() - t}
-            save()
+            save_row(setting_name(kw), name, row[name])
             print(f"  {setting_name(kw)} {name}: {row[name]}", flush=True)
     done = {(a["label"], a["seed"], json.dumps(a["train_twin"], sort_keys=True)) for a in study["agents"]}
     for rec in records:
@@ -626,7 +647,7 @@ def twin_study_report(study: dict, plot_name: str | None = None) -> str:
          f"bound {study['bound']:.1f}.  Agents: mean ± 95% Student-t interval over seeds of the return; "
          f"formulation of the agents: {form}.  Each agent group says which twin it was trained on "
          f"(`trained at`); it is deployed unchanged on every setting.", ""]
-    base_names = list(next(iter(study["baselines"].values())).keys())
+    base_names = list(dict.fromkeys(b for rows in study["baselines"].values() for b in rows))
     settings = list(study["baselines"])
     L += ["| policy | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
     L.append("| observed twin NMSE | " + " | ".join(f"{study['baselines'][k]['ao_twin']['twin_nmse']:.3f}"
@@ -634,6 +655,7 @@ def twin_study_report(study: dict, plot_name: str | None = None) -> str:
     for b in base_names:
         L.append(f"| {b} | " + " | ".join(f"{study['baselines'][k][b]['return']:.1f} "
                                           f"({100 * study['baselines'][k][b]['return'] / ref:.0f}%)"
+                                          if b in study["baselines"][k] else "not run"
                                           for k in settings) + " |")
     for (label, tw), runs in groups.items():
         cells = []
@@ -646,7 +668,9 @@ def twin_study_report(study: dict, plot_name: str | None = None) -> str:
     L += ["", "Percentages are of `ao_perfect_csi`.  `ao_twin`: the alternating optimisation fed the twin (its "
               "WMMSE precoders, the raw action); `ao_twin, agents' formulation`: its phases (fitted) and power "
               "shares played through the agents' closed form; `equal shares`: the formulation's all-(-1) action; "
-              "`reference optimiser fed the twin`: `ao_perfect_csi`'s optimiser run on the twin's estimate."]
+              "`reference optimiser fed the twin`: `ao_perfect_csi`'s optimiser run on the twin's estimate; "
+              "`robust optimiser fed the twin` (`ao_twin_robust`): that design refined by SLSQP on the reward "
+              "averaged over 32 draws of the true channel from the twin's posterior."]
     # Goals of issue 16.
     default = setting_name(dict(twin_estimation_nmse=0.01, twin_sync_period_slots=4))
     best = max(groups.items(), key=lambda kv: np.mean([r["per_setting"][default]["return"] for r in kv[1]]),
@@ -698,9 +722,10 @@ def plot_twin_study(study: dict, path: Path) -> None:
         names = [setting_name(kw) for kw in settings]
         c = iter(colours)
         ax.axhline(ref, color="k", lw=1, ls="--", label="ao_perfect_csi (perfect CSI)")
-        for b in next(iter(study["baselines"].values())):  # twin-fed controllers: thin dashed lines
-            ax.plot(xs, [study["baselines"][k][b]["return"] for k in names], marker="o", lw=1, ls="--",
-                    color=next(c), label=b)
+        for b in dict.fromkeys(b for rows in study["baselines"].values() for b in rows):
+            # twin-fed controllers: thin dashed lines (gaps where a setting was not run)
+            ax.plot(xs, [study["baselines"][k][b]["return"] if b in study["baselines"][k] else np.nan
+                         for k in names], marker="o", lw=1, ls="--", color=next(c), label=b)
         for (label, tw), runs in groups.items():  # learned agents: mean and 95% interval over seeds
             stats = [_interval([r["per_setting"][k]["return"] for r in runs]) for k in names]
             m, h = np.array(stats).T
@@ -757,7 +782,11 @@ def main() -> None:
     parser.add_argument("--study-record", type=Path, default=DEFAULT_STUDY,
                         help="twin_study / twin_report: the study's results (resumable)")
     parser.add_argument("--no-study-twin-reference", dest="study_twin_reference", action="store_false",
-                        help="twin_study: skip the reference optimiser fed the twin (about 17 s per episode)")
+                        help="twin_study: skip the reference optimiser fed the twin (about 17 s per episode) "
+                             "and its robust variant ao_twin_robust (about 35 s per episode)")
+    parser.add_argument("--study-settings", nargs="+", default=[], metavar="SETTING",
+                        help="twin_study: only these twin settings' baselines, named as in the study "
+                             "(e.g. 'nmse=0.01, T=4'); two such runs can share one --study-record")
     parser.add_argument("--write-docs", type=Path, default=None,
                         help="with 'report': rewrite the generated block of this Markdown file")
     args = parser.parse_args()

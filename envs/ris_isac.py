@@ -1139,6 +1139,37 @@ class RisIsacKernel(BatchedKernel):
         decay = (self.rho ** self.twin_age)[:, None, None]
         return self._compose(self.twin_bs_ris, decay * self.twin_ris_user, decay * self.twin_direct)
 
+    def twin_posterior_samples(self, num_samples: int, rng: np.random.Generator):
+        """Draws of the current slot's true ``(H_d, H_r, G)`` given the twin's estimate, ``(S, B, ...)`` each.
+
+        The twin's own uncertainty, not the truth: the geometry (path gains, LoS parts) is
+        what the twin tracks, and given its latest refresh the scattered parts are Gaussian
+        around its prediction (module docstring, "The digital twin")::
+
+            s | twin ~ CN(rho^age y / (1 + eps), (1 - rho^(2 age) / (1 + eps)) I)   (user links)
+            S_G | twin ~ CN(y_G / (1 + eps), eps / (1 + eps) I)                       (BS-RIS)
+
+        exact for the latest refresh alone (older refreshes, which a Kalman filter would
+        also use, are ignored, as the twin's predictor ignores them).  Used by the robust
+        twin-fed optimiser ``ao_twin_robust``; nothing of the true channel is read.
+        """
+        if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples = {num_samples!r} is invalid: a positive integer is required")
+        eps = self.params.twin_estimation_nmse
+        age = self.twin_age[:, None, None]
+        decay = self.rho**age
+        std_link = np.sqrt(np.maximum(0.0, 1.0 - self.rho ** (2 * age) / (1.0 + eps)))
+        std_g = np.sqrt(eps / (1.0 + eps))
+
+        def cn(shape):
+            return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * np.sqrt(0.5)
+
+        S = int(num_samples)
+        scatter_g = self.twin_bs_ris + std_g * cn((S, *self.twin_bs_ris.shape))
+        scatter_r = decay * self.twin_ris_user + std_link * cn((S, *self.twin_ris_user.shape))
+        scatter_d = decay * self.twin_direct + std_link * cn((S, *self.twin_direct.shape))
+        return self._compose(scatter_g, scatter_r, scatter_d)
+
     def target_sin(self) -> np.ndarray:
         return np.sin(self.target_angle_rad)
 

@@ -18,7 +18,9 @@ from gentwin.baselines.ris_isac import (
     PerfectCSIReference,
     RandomPhaseMRT,
     RandomPhaseZF,
+    RobustTwinReference,
     episode_sum_rate_bound,
+    refine_design,
     scored_reward,
     slot_gradients,
     sum_rate_bound,
@@ -1073,3 +1075,96 @@ def test_no_phase_policy_beats_the_certified_bound(options):
             np.testing.assert_allclose(reward * p.reward_divisor, info["unscaled_reward"], rtol=1e-12)
             total += info["unscaled_reward"]
         assert np.all(total <= bound), name
+
+
+# ---------------------------------------------------------------------------
+# The twin's posterior and the robust twin-fed optimiser (issue 16)
+# ---------------------------------------------------------------------------
+def test_twin_posterior_draws_spread_around_the_twin_as_the_true_channel_does():
+    """Per link and age, draws minus the twin's prediction have the power the truth's error has."""
+    p = RisIsacParams(twin_estimation_nmse=0.3, twin_sync_period_slots=4, episode_slots=8, user_speed_mps=3.0)
+    k = RisIsacKernel(p, num_envs=300)
+    k.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for t in range(6):  # ages 0, 1, 2, 3, 0, 1
+        twin, true = k.twin_channels(), k.true_channels()
+        draws = k.twin_posterior_samples(8, np.random.default_rng(t))
+        for name, tw, tr, dr in zip(("H_d", "H_r", "G"), twin, true, draws):
+            assert dr.shape == (8, *tw.shape)
+            truth_error = np.mean(np.abs(tr - tw) ** 2)
+            draw_error = np.mean(np.abs(dr - tw) ** 2)
+            assert abs(draw_error - truth_error) < 0.1 * truth_error, (t, name, draw_error, truth_error)
+            # centred on the twin's prediction: the draws' mean error is small against their spread
+            assert np.mean(np.abs(dr.mean(axis=0) - tw) ** 2) < 0.25 * draw_error
+        k.step(random_actions(k, rng))
+
+
+def test_twin_posterior_of_a_perfect_twin_is_the_true_channel():
+    k = RisIsacKernel(dict(twin_estimation_nmse=0.0, twin_sync_period_slots=1, episode_slots=3), num_envs=2)
+    k.reset(seed=1)
+    k.step(random_actions(k, np.random.default_rng(0)))
+    for draw, true in zip(k.twin_posterior_samples(3, np.random.default_rng(0)), k.true_channels()):
+        np.testing.assert_allclose(draw, np.broadcast_to(true, draw.shape), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "4"])
+def test_twin_posterior_rejects_bad_sample_counts(bad):
+    k = RisIsacKernel(dict(episode_slots=2), num_envs=1)
+    k.reset(seed=0)
+    with pytest.raises(ValueError, match=r"num_samples = .* is invalid: a positive integer"):
+        k.twin_posterior_samples(bad, np.random.default_rng(0))
+
+
+def test_refine_design_on_two_identical_draws_is_the_single_channel_refinement():
+    k = RisIsacKernel(dict(SMALL), num_envs=1)
+    obs = k.reset(seed=3)
+    p = k.params
+    w, theta = action_to_design(p, AlternatingOptimisation(k).predict(obs)[0][0])
+    channels = [x[0] for x in k.true_channels()]
+    ts = k.target_sin()[0]
+    single = refine_design(p, *channels, ts, w, theta)
+    double = refine_design(p, *(np.stack([x, x]) for x in channels), ts, w, theta)
+    for a, b in zip(single, double):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_robust_twin_optimiser_reads_only_the_twin_and_never_loses_on_its_draws():
+    k = RisIsacKernel(dict(SMALL, twin_estimation_nmse=0.2, twin_sync_period_slots=3), num_envs=2)
+    obs = k.reset(seed=5)
+    robust = RobustTwinReference(k, seed=0)
+    assert robust.requires_kernel and "ao_twin_robust" not in BASELINES  # a study's controller, not a baseline
+    p = k.params
+    true_channels = k.true_channels
+
+    def forbidden():
+        raise AssertionError("ao_twin_robust read the true channel")
+
+    for _ in range(3):
+        k.true_channels = forbidden
+        actions = robust.predict(obs)[0]
+        plug_in = robust.design_actions(*robust.twin_view(obs))  # the reference's optimiser on the twin
+        draws = k.twin_posterior_samples(robust.num_samples, np.random.default_rng(robust.sample_seed))
+        k.true_channels = true_channels
+        assert actions.shape == (2, p.action_dim) and np.all(np.abs(actions) <= 1)
+        w, _ = action_to_design(p, actions)
+        assert np.all(np.sum(np.abs(w) ** 2, axis=(1, 2)) <= p.max_transmit_power_w * (1 + 1e-9))
+        for b in range(2):
+            d, r, g = (x[:, b] for x in draws)
+            ts = k.target_sin()[b]
+            assert (scored_reward(p, d, r, g, ts, actions[b]).mean()
+                    >= scored_reward(p, d, r, g, ts, plug_in[b]).mean())
+        obs, *_ = k.step(actions)
+
+
+def test_robust_twin_optimiser_stays_below_the_certified_bound():
+    k = RisIsacKernel(dict(SMALL, twin_estimation_nmse=0.1), num_envs=3)
+    obs = k.reset(seed=7)
+    bound = episode_sum_rate_bound(k)
+    policy = RobustTwinReference(k, seed=0)
+    total = np.zeros(3)
+    for _ in range(k.params.episode_slots):
+        slot_bound = sum_rate_bound(k.params, *k.true_channels())
+        obs, reward, *_ = k.step(policy.predict(obs)[0])
+        assert np.all(reward <= slot_bound)
+        total += reward
+    assert np.all(total <= bound)
