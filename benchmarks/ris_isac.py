@@ -697,7 +697,12 @@ def twin_study_report(study: dict, plot_name: str | None = None) -> str:
                 L.append(f"* refresh every {T} slots: {lab} (trained at {setting_name(rs[0]['train_twin'])}) "
                          f"{m:.1f} ± {h:.1f}: {verdict(m, h, ao)} AO fed the same twin ({ao:.1f}); "
                          f"{verdict(m, h, ao_form)} that AO's phases and power shares played through the "
-                         f"agents' closed form ({ao_form:.1f}).")
+                         f"agents' closed form ({ao_form:.1f})"
+                         + "".join(f"; {verdict(m, h, study['baselines'][setting][b]['return'])} the {b} "
+                                   f"({study['baselines'][setting][b]['return']:.1f})"
+                                   for b in ("reference optimiser fed the twin", "robust optimiser fed the twin")
+                                   if b in study["baselines"][setting])
+                         + ".")
     if plot_name:
         L += ["", f"![return against twin staleness](img/{plot_name})"]
     return "\n".join(L) + "\n"
