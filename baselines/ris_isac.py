@@ -20,7 +20,7 @@
   of a non-convex problem, measured (docs/ris_isac.md) but not certified; a
   policy may beat it.
 * :class:`RobustTwinReference` (``ao_twin_robust``, not in ``BASELINES``: it costs
-  about 0.7 s per slot): the same optimiser fed the twin, then SLSQP on the reward
+  about 1 s per slot): the same optimiser fed the twin, then SLSQP on the reward
   averaged over draws from the twin's posterior of the true channel (a sample-average
   approximation of the Bayes-optimal design given the twin): the twin study's test of
   whether knowing the twin's error statistics recovers what the error costs.
@@ -524,9 +524,10 @@ class RobustTwinReference(PerfectCSIReference):
     The draws come from a generator seeded ``sample_seed`` at every call (common random
     numbers: a deterministic function of the twin's state).  It reads the twin's state
     from the kernel (its estimates, their age, the geometry it tracks), never the true
-    channel, hence ``requires_kernel``.  About 0.7 s per slot and instance at the default
-    (3x ``ao_perfect_csi``), so it is not in ``BASELINES`` (which ``train.py`` evaluates by
-    default): it is the twin study's controller (benchmarks/ris_isac.py, docs/ris_isac.md).
+    channel, hence ``requires_kernel``.  About 1 s per slot and instance at the default
+    (45-55 s per 50-slot episode in docs/ris_isac.md, 3x ``ao_perfect_csi``), so it is
+    not in ``BASELINES`` (which ``train.py`` evaluates by default): it is the twin study's
+    controller (benchmarks/ris_isac.py, docs/ris_isac.md).
     """
 
     name = "ao_twin_robust"

@@ -146,7 +146,7 @@ def old_reference_class():
 
 
 def run_baselines(args) -> dict:
-    from gentwin.baselines.ris_isac import BASELINES, RobustTwinReference
+    from gentwin.baselines.ris_isac import BASELINES
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_bound, evaluate_policy
 
@@ -260,7 +260,7 @@ def run_reference(args) -> dict:
 
 
 def run_sweep(args) -> dict:
-    from gentwin.baselines.ris_isac import BASELINES, RobustTwinReference
+    from gentwin.baselines.ris_isac import BASELINES
     from gentwin.envs import make_sb3_vec_env
     from gentwin.evaluation import evaluate_bound, evaluate_policy
 
@@ -788,7 +788,7 @@ def main() -> None:
                         help="twin_study / twin_report: the study's results (resumable)")
     parser.add_argument("--no-study-twin-reference", dest="study_twin_reference", action="store_false",
                         help="twin_study: skip the reference optimiser fed the twin (about 17 s per episode) "
-                             "and its robust variant ao_twin_robust (about 35 s per episode)")
+                             "and its robust variant ao_twin_robust (about 50 s per episode)")
     parser.add_argument("--study-settings", nargs="+", default=[], metavar="SETTING",
                         help="twin_study: only these twin settings' baselines, named as in the study "
                              "(e.g. 'nmse=0.01, T=4'); two such runs can share one --study-record")
