@@ -480,7 +480,10 @@ class PerfectCSIReference(AlternatingOptimisation):
         return direct, ris_user, bs_ris, self.kernel.target_sin()
 
     def act(self, obs):
-        actions = self.design_actions(*self.channels(obs))
+        return self.played(self.design_actions(*self.channels(obs)), obs)
+
+    def played(self, actions: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Raw design actions ``(B, action_dim)`` as the env's ``action_mode`` takes them."""
         if self.params.action_mode != "raw":
             return self.to_action(*action_to_design(self.params, actions)[:2], twin=self.twin_view(obs)[:3])
         return actions
@@ -553,9 +556,7 @@ class RobustTwinReference(PerfectCSIReference):
                 p, d, r, g, target_sin[b], actions[b]
             ).mean():
                 actions[b] = robust
-        if p.action_mode != "raw":
-            return self.to_action(*action_to_design(p, actions)[:2], twin=self.twin_view(obs)[:3])
-        return actions
+        return self.played(actions, obs)
 
 
 # ---------------------------------------------------------------------------
